@@ -1,0 +1,1 @@
+"""Keras -> TFLite / TFLite Micro conversion, validation, hardware fit and drift baselines."""

@@ -1,0 +1,1 @@
+"""Device agent: runtime adapters, model manager + fallback, telemetry publisher, OTA client. Never imports TensorFlow."""

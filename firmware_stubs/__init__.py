@@ -1,0 +1,1 @@
+"""Simulated hardware for TinyFleet: profiles, power, sensors, flash. No product logic here."""

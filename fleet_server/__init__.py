@@ -1,0 +1,1 @@
+"""Fleet server: operator API, database, telemetry ingest, rollout controller, CLI."""

@@ -1,0 +1,8 @@
+"""Shared test set-up. Keep TensorFlow quiet and deterministic-ish before anything imports it."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
