@@ -1,0 +1,342 @@
+"""The device's duty-cycled loop: wake, read the sensor, infer, decide, account, report, sleep.
+
+One :meth:`InferenceLoop.step` is one wake. All time comes from the board's clock, so on a
+``SimClock`` an hour of a device runs in well under a second of CPU per few thousand samples.
+Energy: the interpreter's measured host time goes to ``Board.record_energy`` (the board scales it by
+the profile's ``host_slowdown``); latency in telemetry is that on-device equivalent.
+
+Windows close every ``window_s`` seconds of board time and go to ``sink`` (the MQTT publisher in the
+agent, a list in tests). At each close the fallback policy sees the window and may switch models;
+switches go to ``event_sink`` as ``telemetry.schemas.FallbackSwitched``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from converters.baselines import feature_summary
+from converters.report import ConversionReport
+from device_agent.config import LoopConfig
+from device_agent.fallback import FallbackEvent, FallbackPolicy, SwitchReason, WindowObservation
+from device_agent.model_manager import Inference, LoadedModel, ModelManager
+from device_agent.runtime.base import InvokeError, ModelDoesNotFit, ModelLoadError
+from device_agent.shadow import ShadowRunner
+from firmware_stubs.board import Board
+from firmware_stubs.sensor_streams import SensorSample
+from telemetry.aggregation import DEFAULT_SCORE_EDGES, WindowAggregator
+from telemetry.schemas import MAX_HIST_BINS, FallbackSwitched, MetricsWindow, ModelRef
+
+WindowSink = Callable[[MetricsWindow], None]
+EventSink = Callable[[FallbackSwitched], None]
+
+
+@dataclass
+class LoopStats:
+    steps: int = 0
+    inferences: int = 0
+    positives: int = 0
+    suppressed_positives: int = 0
+    nonfinite_inputs: int = 0
+    invoke_failures: int = 0
+    false_positive_reports: int = 0
+    windows: int = 0
+    switches: int = 0
+    shadow_failures: int = 0
+    unattributed_samples: list[int] = field(default_factory=list)  # invoke failed on every level
+
+
+@dataclass(frozen=True)
+class StepResult:
+    sample_index: int
+    positive: bool
+    score: float | None  # None: not inferred (non-finite input or every model failed)
+    model: str | None  # label of the model that served the sample
+    generation: int | None
+
+
+def model_ref(model: LoadedModel) -> ModelRef:
+    a = model.artifact
+    return ModelRef(name=a.name[:24], version=a.version, variant=a.variant)  # type: ignore[arg-type]
+
+
+def choose_input_feature(report: ConversionReport) -> int:
+    """The baseline feature with the most bins (most informative histogram); first on ties."""
+    feats = report.baselines.features
+    return max(range(len(feats)), key=lambda i: (len(feats[i].edges), -i))
+
+
+class InferenceLoop:
+    def __init__(
+        self,
+        board: Board,
+        manager: ModelManager,
+        *,
+        device_id: str,
+        sink: WindowSink,
+        event_sink: EventSink | None = None,
+        policy: FallbackPolicy | None = None,
+        config: LoopConfig | None = None,
+        first_seq: int = 0,
+        preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.board = board
+        self.manager = manager
+        self.device_id = device_id
+        self.sink = sink
+        self.event_sink = event_sink if event_sink is not None else (lambda _e: None)
+        self.policy = policy if policy is not None else FallbackPolicy(len(manager.chain))
+        self.config = config if config is not None else LoopConfig()
+        self.preprocess = preprocess
+        self.rule = manager.chain.rule
+        self.stats = LoopStats()
+        self.shadow: ShadowRunner | None = None
+        self._first_seq = first_seq
+        self._agg: WindowAggregator | None = None
+        self._generation = -1
+        self._edges_key: tuple | None = None
+        self._window_start_mono = 0.0
+        self._last_positive_t: float | None = None
+        self._last_battery: tuple[float, float] | None = None  # (monotonic s, pct) at the last close
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def start(self) -> LoadedModel:
+        """Load the first model of the chain that loads here and open the first window."""
+        model, failures = self.manager.start()
+        for level, exc in failures:
+            reason = SwitchReason.MEMORY if isinstance(exc, ModelDoesNotFit) else SwitchReason.LOAD_FAILED
+            self.policy.mark_unusable(level, reason, str(exc))
+        assert model.level is not None
+        self.policy.follow(model.level)
+        if failures:
+            first_level, first_exc = failures[0]
+            reason = SwitchReason.MEMORY if isinstance(first_exc, ModelDoesNotFit) else SwitchReason.LOAD_FAILED
+            self._emit(FallbackEvent(first_level, model.level, reason, str(first_exc)), model)
+        self._window_start_mono = self.board.clock.monotonic()
+        self._sync_model(force=True)
+        return model
+
+    def _aggregator_for(self, model: LoadedModel, first_seq: int) -> WindowAggregator:
+        base = model.artifact.report.baselines
+        k = self.config.input_feature
+        if k is None or k >= len(base.features):
+            k = choose_input_feature(model.artifact.report)
+        self._feature = k
+        self._feature_spec = base.feature_spec
+        self._score_ids = base.output_score_spec.class_ids
+        out_edges = base.output_score.edges if len(base.output_score.edges) <= MAX_HIST_BINS + 1 else None
+        in_edges = base.features[k].edges
+        self._edges_key = (tuple(in_edges), tuple(out_edges or ()), k)
+        return WindowAggregator(
+            self.device_id, model_ref(model), input_edges=in_edges,
+            output_edges=out_edges or DEFAULT_SCORE_EDGES, input_feature=k, first_seq=first_seq,
+        )
+
+    def _sync_model(self, *, force: bool = False) -> LoadedModel:
+        """Follow a swap made by anyone (policy, OTA, revert): new model ref; new bins if they changed."""
+        model = self.manager.active
+        generation = self.manager.generation
+        if model is None:
+            raise ModelLoadError("no active model")
+        if generation == self._generation and not force:
+            return model
+        self._generation = generation
+        if model.level is not None and model.level != self.policy.level:
+            self.policy.follow(model.level)
+        level = model.level if model.level is not None else 0
+        if self._agg is None:
+            self._agg = self._aggregator_for(model, self._first_seq)
+            self._agg.open(self.board.clock.now())
+        else:
+            old_key = self._edges_key
+            fresh = self._aggregator_for(model, self._agg.next_seq)
+            if self._edges_key != old_key:  # other baseline bins: a window must not mix two binnings
+                self._close_window()
+                self._agg = fresh
+                self._agg.open(self.board.clock.now())
+        self._agg.set_model(model_ref(model), min(level, 15))
+        return model
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def run(self, *, steps: int | None = None, until_s: float | None = None) -> LoopStats:
+        """Run ``steps`` wakes, or until the board's monotonic clock reaches ``until_s``."""
+        if steps is None and until_s is None:
+            raise ValueError("give steps or until_s")
+        n = 0
+        while (steps is None or n < steps) and (until_s is None or self.board.clock.monotonic() < until_s):
+            self.step()
+            n += 1
+        return self.stats
+
+    def step(self) -> StepResult:
+        clock = self.board.clock
+        wake = clock.monotonic()
+        self._handle_feedback()
+        sample = self.board.read_sensor()
+        result = self.process(sample)
+        if clock.monotonic() - self._window_start_mono >= self.config.window_s:
+            self._close_window()
+        clock.sleep(max(0.0, wake + self.config.sample_period_s - clock.monotonic()))
+        return result
+
+    def process(self, sample: SensorSample) -> StepResult:
+        """Infer one sample and account it (everything of a step except feedback, windows and sleep)."""
+        self.stats.steps += 1
+        model = self._sync_model()
+        agg = self._agg
+        assert agg is not None
+        x = sample.window if self.preprocess is None else self.preprocess(sample.window)
+        summary = float(feature_summary(x, self._feature_spec)[self._feature])
+        if not math.isfinite(summary):  # a sensor fault: nothing sensible to infer on
+            self.stats.nonfinite_inputs += 1
+            agg.record_inference(0, False, input_value=summary, active_s=0.0)
+            return StepResult(sample.index, False, None, None, None)
+        inference = self._infer(x, sample.index)
+        if inference is None:
+            agg.record_inference(0, False, input_value=summary, active_s=0.0)
+            return StepResult(sample.index, False, None, None, None)
+        if inference.model is not model:
+            self._sync_model()
+        scores = inference.scores
+        score = self.rule.positive_score(scores)
+        positive = score >= self.rule.score_threshold
+        if positive and self.rule.suppression_s is not None and self._last_positive_t is not None \
+                and sample.t_s - self._last_positive_t < self.rule.suppression_s:
+            positive = False
+            self.stats.suppressed_positives += 1
+        if positive:
+            self._last_positive_t = sample.t_s
+            self.board.report_detection(sample.index)
+            self.stats.positives += 1
+        use = self.board.record_energy(active_seconds=inference.invoke_ns / 1e9)
+        out_score = float(max(scores[i] for i in self._score_ids))
+        agg.record_inference(round(use.device_active_s * 1e6), positive, output_score=out_score,
+                             input_value=summary, active_s=use.device_active_s)
+        self.stats.inferences += 1
+        if self.shadow is not None:
+            self._run_shadow(sample.index, x, positive, inference.invoke_ns)
+        return StepResult(sample.index, positive, score, inference.model.label, inference.generation)
+
+    def _infer(self, x: np.ndarray, index: int) -> Inference | None:
+        """Infer on the active model; on invoke failure let the policy step down and retry the same
+        sample on the new model, so a failing model loses no sample while a fallback exists."""
+        while True:
+            try:
+                inference = self.manager.infer(x)
+            except InvokeError as exc:
+                self.stats.invoke_failures += 1
+                event = self.policy.on_invoke_failure(str(exc))
+                if event is None or not self._switch(event):
+                    self.stats.unattributed_samples.append(index)
+                    return None
+                continue
+            self.policy.on_invoke_success()
+            return inference
+
+    def _run_shadow(self, index: int, x: np.ndarray, positive: bool, active_ns: int) -> None:
+        shadow, agg = self.shadow, self._agg
+        assert shadow is not None and agg is not None
+        shadow.observe_active(active_ns)
+        try:
+            outcome = shadow.run(index, x, positive)
+        except InvokeError:
+            self.stats.shadow_failures += 1
+            return
+        if outcome is None:
+            return
+        use = self.board.record_energy(active_seconds=outcome.invoke_ns / 1e9)
+        shadow.add_energy(use.charge_mah)
+        agg.record_shadow(outcome.agreed, outcome.candidate_positive, round(use.device_active_s * 1e6))
+
+    def _handle_feedback(self) -> None:
+        agg = self._agg
+        assert agg is not None
+        for fb in self.board.poll_feedback():
+            if not fb.false_positive:
+                continue
+            self.stats.false_positive_reports += 1
+            agg.record_false_positive()
+            if self.shadow is not None and self.shadow.on_false_positive(fb.sample_index):
+                agg.record_candidate_false_positive()
+
+    # -- windows and switches ---------------------------------------------------------------------
+
+    def _close_window(self) -> MetricsWindow | None:
+        agg = self._agg
+        assert agg is not None
+        clock = self.board.clock
+        mono, now = clock.monotonic(), clock.now()
+        if mono - self._window_start_mono <= 0:
+            return None
+        battery = self.board.battery()
+        life_min = None
+        if self._last_battery is not None and not battery.charging:
+            t0, pct0 = self._last_battery
+            rate = (pct0 - battery.percent) / max(mono - t0, 1e-9)  # percent per second
+            if rate > 0:
+                life_min = min(int(battery.percent / rate / 60), 4_294_967_295)
+        self._last_battery = (mono, battery.percent)
+        window = agg.close(
+            now, battery_pct=battery.percent, battery_mv=min(round(battery.voltage * 1000), 65_535),
+            charging=battery.charging, est_battery_life_min=life_min,
+            shadow_candidate_version=self.shadow.candidate_version if self.shadow is not None else None,
+        )
+        self._window_start_mono = mono
+        self.stats.windows += 1
+        self.sink(window)
+        event = self.policy.observe_window(WindowObservation(
+            inferences=window.inferences, latency_p95_us=window.latency_p95_us, positives=window.positives,
+            false_positives=window.false_positives, battery_pct=window.battery_pct, charging=window.charging,
+        ))
+        if event is not None:
+            self._switch(event)
+        return window
+
+    def close_window(self) -> MetricsWindow | None:
+        """Close the open window now (e.g. before the agent stops)."""
+        return self._close_window()
+
+    def _switch(self, event: FallbackEvent) -> bool:
+        """Load the event's target first (the active model stays on failure), then swap and report."""
+        origin = event
+        target: int | None = event.to_level
+        notes: list[str] = []
+        while target is not None:
+            try:
+                model = self.manager.load_level(target)
+            except ModelLoadError as exc:
+                reason = SwitchReason.MEMORY if isinstance(exc, ModelDoesNotFit) else SwitchReason.LOAD_FAILED
+                self.policy.mark_unusable(target, reason, str(exc))
+                notes.append(f"level {target} did not load: {exc}")
+                target = self.policy.next_usable_below(target) if origin.is_step_down else None
+                continue
+            final = FallbackEvent(origin.from_level, target, origin.reason,
+                                  "; ".join([origin.detail, *notes]))
+            self.manager.swap(model)
+            self.policy.commit(final)
+            self._sync_model()
+            self._emit(final, model)
+            return True
+        return False
+
+    def _emit(self, event: FallbackEvent, model: LoadedModel) -> None:
+        self.stats.switches += 1
+        self.event_sink(event.to_telemetry(self.device_id, int(self.board.clock.now()), model_ref(model)))
+
+    # -- shadow mode --------------------------------------------------------------------------------
+
+    def enable_shadow(self, candidate: LoadedModel, *, sample_fraction: float, candidate_version: int,
+                      energy_budget_fraction: float | None = None) -> ShadowRunner:
+        self.shadow = ShadowRunner(candidate, self.rule, sample_fraction=sample_fraction,
+                                   candidate_version=candidate_version,
+                                   energy_budget_fraction=energy_budget_fraction)
+        return self.shadow
+
+    def disable_shadow(self) -> ShadowRunner | None:
+        shadow, self.shadow = self.shadow, None
+        return shadow

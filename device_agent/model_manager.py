@@ -1,0 +1,302 @@
+"""Which model runs: the fallback chain, loading the right variant, and hot swapping the active model.
+
+Hot swap contract: a replacement is loaded completely *before* the swap, and the swap is one reference
+assignment under a lock. ``infer`` takes the active model under the same lock, so every sample runs
+on exactly one model — the one active when the sample was taken — and a failed load leaves the current
+model active. Only the loop thread invokes; commands (update, revert, shadow) may come from another
+thread (the MQTT client's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from converters.report import ConversionReport
+from device_agent.runtime.base import Invocation, ModelDoesNotFit, ModelLoadError, Runtime, read_model_bytes
+from firmware_stubs.hardware_profiles import HardwareProfile
+
+CHAIN_FILE = "chain.json"
+REPORT_FILE = "report.json"
+GOLDEN_FILE = "golden.npz"
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+
+
+def numeric_version(version: str | int) -> int:
+    """Telemetry carries an integer release version: ``"7"`` -> 7, ``"1.2.3"`` -> 1_002_003."""
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 0:
+        return version
+    text = str(version).strip()
+    if text.isdigit():
+        return int(text)
+    m = _SEMVER.match(text)
+    if m and all(int(p) < 1000 for p in m.groups()[1:]):
+        major, minor, patch = (int(p) for p in m.groups())
+        return major * 1_000_000 + minor * 1_000 + patch
+    raise ModelLoadError(f"version {version!r} is neither an integer nor MAJOR.MINOR.PATCH (minor, patch < 1000)")
+
+
+class TaskRule(BaseModel):
+    """How scores become a decision: positive when a positive class scores >= threshold."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    class_names: list[str]
+    positive_class_ids: list[int]
+    score_threshold: float = 0.5
+    suppression_s: float | None = None  # after a positive, ignore positives for this long (KWS)
+
+    def positive_score(self, scores: np.ndarray) -> float:
+        ids = self.positive_class_ids or range(len(scores))
+        return float(max(scores[i] for i in ids))
+
+
+class _ChainEntryFile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    rank: int
+    name: str
+    artifact_dir: str
+
+
+class _ChainMetadataFile(TaskRule):
+    task: str
+    input_shape: list[int]
+
+
+class _ChainFile(BaseModel):
+    """The fields of converters' chain.json the device needs (parsed without importing converters' builder)."""
+
+    model_config = ConfigDict(extra="ignore")
+    task: str
+    version: str
+    metadata: _ChainMetadataFile
+    entries: list[_ChainEntryFile]
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """One model ready to load on this hardware class: the chosen variant's bytes and what goes with them."""
+
+    name: str
+    version: int
+    variant: str
+    model_bytes: bytes
+    report: ConversionReport
+    golden_path: Path | None
+    source: str  # where it came from, for messages
+
+    @classmethod
+    def from_dir(
+        cls, directory: str | Path, profile: HardwareProfile, *, variant: str | None = None,
+        version: int | str | None = None, name: str | None = None,
+    ) -> ModelArtifact:
+        """Read a converter artifact directory; the variant defaults to report.hardware_fit's choice."""
+        d = Path(directory)
+        report = read_report(d)
+        fit = report.hardware_fit.get(profile.name)
+        if variant is None:
+            if fit is None:
+                raise ModelLoadError(f"{d}: report has no hardware_fit for {profile.name!r}")
+            if fit.default_variant is None:
+                raise ModelDoesNotFit(
+                    f"{d}: no variant fits {profile.name}: {fit.default_reason or 'no reason given'}",
+                    budget_bytes=profile.model_ram_budget_bytes,
+                )
+            variant = fit.default_variant
+        if variant not in report.variants:
+            raise ModelLoadError(f"{d}: report has no variant {variant!r}; has {sorted(report.variants)}")
+        vr = report.variants[variant]
+        path = d / vr.file
+        data = read_model_bytes(path)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != vr.sha256:
+            raise ModelLoadError(f"{path}: sha256 {digest[:12]}… does not match the report's {vr.sha256[:12]}…")
+        golden = d / report.golden.file
+        return cls(
+            name=name or report.name, version=numeric_version(report.version if version is None else version),
+            variant=variant, model_bytes=data, report=report,
+            golden_path=golden if golden.is_file() else None, source=str(path),
+        )
+
+
+def read_report(directory: Path) -> ConversionReport:
+    path = directory / REPORT_FILE
+    try:
+        return ConversionReport.model_validate_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read report ({exc.strerror or exc})") from exc
+    except ValidationError as exc:
+        raise ModelLoadError(f"{path}: not a valid conversion report: {exc.error_count()} error(s), "
+                             f"first: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}") from exc
+
+
+@dataclass(frozen=True)
+class ChainLevel:
+    level: int  # 0 = primary; fallback goes to higher levels
+    name: str
+    directory: Path
+
+
+@dataclass(frozen=True)
+class ModelChain:
+    """The ordered fallback chain and the task rule every model of it shares."""
+
+    task: str
+    rule: TaskRule
+    levels: tuple[ChainLevel, ...]
+
+    @classmethod
+    def from_dir(cls, directory: str | Path) -> ModelChain:
+        d = Path(directory)
+        path = d / CHAIN_FILE
+        try:
+            chain = _ChainFile.model_validate_json(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ModelLoadError(f"{path}: cannot read chain ({exc.strerror or exc})") from exc
+        except ValidationError as exc:
+            raise ModelLoadError(f"{path}: not a valid chain.json: {exc.errors()[0]['loc']} "
+                                 f"{exc.errors()[0]['msg']}") from exc
+        if not chain.entries:
+            raise ModelLoadError(f"{path}: chain has no entries")
+        entries = sorted(chain.entries, key=lambda e: e.rank)
+        levels = tuple(ChainLevel(i, e.name, d / e.artifact_dir) for i, e in enumerate(entries))
+        return cls(task=chain.task, rule=chain.metadata, levels=levels)
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+
+def make_runtime(profile: HardwareProfile) -> Runtime:
+    """The runtime of a hardware class, its RAM capped at the profile's model budget."""
+    if profile.runtime == "tflm":
+        from device_agent.runtime.tflm import TflmRuntime
+
+        return TflmRuntime(ram_budget_bytes=profile.model_ram_budget_bytes)
+    from device_agent.runtime.litert import LiteRTRuntime
+
+    return LiteRTRuntime(ram_budget_bytes=profile.model_ram_budget_bytes)
+
+
+def load_runtime(artifact: ModelArtifact, profile: HardwareProfile) -> Runtime:
+    """A runtime holding ``artifact``; checks fit first (ModelDoesNotFit) and loads (ModelLoadError)."""
+    runtime = make_runtime(profile)
+    if profile.runtime == "tflm":
+        if artifact.variant != "full_int8":
+            raise ModelDoesNotFit(f"{artifact.source}: TFLM runs only full_int8, not {artifact.variant}")
+        tflm = artifact.report.tflm
+        runtime.load(  # type: ignore[call-arg]
+            artifact.model_bytes,
+            arena_bytes=tflm.arena_bytes if tflm else None,
+            io_bytes=tflm.io_bytes if tflm else 0,
+        )
+    else:
+        runtime.load(artifact.model_bytes, ram_bytes=artifact.report.variants[artifact.variant].ram_bytes)  # type: ignore[call-arg]
+    return runtime
+
+
+@dataclass
+class LoadedModel:
+    """A model in an interpreter, ready to invoke; ``level`` is its place in the chain (None: not in it)."""
+
+    artifact: ModelArtifact
+    runtime: Runtime
+    level: int | None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.artifact.name}@{self.artifact.version}/{self.artifact.variant}"
+
+    def invoke(self, x: np.ndarray) -> Invocation:
+        with self._lock:  # an interpreter is not re-entrant
+            return self.runtime.invoke(x)
+
+
+@dataclass(frozen=True)
+class Inference:
+    scores: np.ndarray
+    invoke_ns: int
+    model: LoadedModel
+    generation: int  # increases by one at every swap; which activation served this sample
+
+
+class ModelManager:
+    """Keeps the active model and swaps it without dropping or repeating a sample."""
+
+    def __init__(
+        self, profile: HardwareProfile, chain: ModelChain, *,
+        loader: Callable[[ModelArtifact, HardwareProfile], Runtime] = load_runtime,
+    ) -> None:
+        self.profile = profile
+        self.chain = chain
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._active: LoadedModel | None = None
+        self._generation = 0
+
+    # -- loading (no effect on the active model) -------------------------------------------------
+
+    def artifact_for(self, level: int) -> ModelArtifact:
+        if not 0 <= level < len(self.chain):
+            raise ModelLoadError(f"chain level {level} does not exist (chain has {len(self.chain)} levels)")
+        entry = self.chain.levels[level]
+        return ModelArtifact.from_dir(entry.directory, self.profile)
+
+    def load_level(self, level: int) -> LoadedModel:
+        artifact = self.artifact_for(level)
+        return LoadedModel(artifact, self._loader(artifact, self.profile), level)
+
+    def load_artifact(self, artifact: ModelArtifact, level: int | None = None) -> LoadedModel:
+        return LoadedModel(artifact, self._loader(artifact, self.profile), level)
+
+    # -- the active model ---------------------------------------------------------------------------
+
+    @property
+    def active(self) -> LoadedModel | None:
+        with self._lock:
+            return self._active
+
+    @property
+    def generation(self) -> int:
+        with self._lock:
+            return self._generation
+
+    def swap(self, model: LoadedModel) -> LoadedModel | None:
+        """Make an already loaded model active; returns the one it replaced."""
+        with self._lock:
+            previous, self._active = self._active, model
+            self._generation += 1
+            return previous
+
+    def activate(self, level: int) -> LoadedModel:
+        """Load chain ``level`` and swap it in; on any load error the active model stays as it was."""
+        model = self.load_level(level)  # raises before anything changes
+        self.swap(model)
+        return model
+
+    def start(self, first_level: int = 0) -> tuple[LoadedModel, list[tuple[int, ModelLoadError]]]:
+        """Activate the first level from ``first_level`` on that loads; returns it and the failures."""
+        failures: list[tuple[int, ModelLoadError]] = []
+        for level in range(first_level, len(self.chain)):
+            try:
+                return self.activate(level), failures
+            except ModelLoadError as exc:
+                failures.append((level, exc))
+        detail = "; ".join(f"level {lv}: {exc}" for lv, exc in failures)
+        raise ModelLoadError(f"no model of the chain loads on {self.profile.name}: {detail}")
+
+    def infer(self, x: np.ndarray) -> Inference:
+        """Run one sample on the model active now."""
+        with self._lock:
+            model, generation = self._active, self._generation
+        if model is None:
+            raise ModelLoadError("no active model")
+        inv = model.invoke(x)
+        return Inference(inv.scores, inv.invoke_ns, model, generation)
