@@ -106,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    console = Console(stderr=args.json)
+    console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 150)
 
     from converters.config import ALL_VARIANTS
     from converters.pipeline import convert_model
@@ -176,9 +176,10 @@ def main() -> None:
         f"median bare converter {statistics.median(r['bare_converter_s'] for r in rows):.2f} s per model"
     )
     console.print(
-        f"arena search on kws_mel40_cnn: {arena_row['probes']} probes, forked worker {arena_row['forked_search_s']} s "
-        f"({arena_row['forked_per_probe_ms']} ms/probe) vs fresh process per probe "
-        f"{arena_row['fresh_process_per_probe_ms']} ms/probe → {arena_row['fresh_process_search_estimate_s']} s"
+        f"arena search on kws_mel40_cnn: {arena_row['probes']} probes, "
+        f"forked worker {arena_row['forked_search_s']} s ({arena_row['forked_per_probe_ms']} ms/probe) "
+        f"vs fresh process per probe {arena_row['fresh_process_per_probe_ms']} ms/probe "
+        f"→ {arena_row['fresh_process_search_estimate_s']} s"
     )
 
 

@@ -14,7 +14,9 @@ Run:  TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python bench/bench_ota.py [--json out.jso
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import platform
@@ -58,33 +60,41 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return (x / 16.0).astype("float32").reshape(-1, 8, 8, 1), y.astype("int64")
 
 
-def _cnn(seed: int) -> Any:
+def _cnn(seed: int, stable_names: bool = True) -> Any:
+    """The architecture. ``stable_names`` gives every layer an explicit name, as a model re-loaded from
+    its saved file has; without it Keras numbers layers per process (conv2d_3, dense_2_1, ...) and
+    those names end up as tensor names in the .tflite file (see bench/RESULTS-ota.md)."""
     import keras
 
     keras.utils.set_random_seed(seed)
+
+    def n(name: str) -> dict[str, str]:
+        return {"name": name} if stable_names else {}
+
     model = keras.Sequential(
         [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(16, 3, activation="relu"),
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(10),
-        ]
+            keras.Input((8, 8, 1), **n("pixels")),
+            keras.layers.Conv2D(16, 3, activation="relu", **n("conv1")),
+            keras.layers.Conv2D(32, 3, activation="relu", **n("conv2")),
+            keras.layers.Flatten(**n("flatten")),
+            keras.layers.Dense(64, activation="relu", **n("fc1")),
+            keras.layers.Dense(10, **n("head")),
+        ],
+        **n("digits_cnn"),
     )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model
 
 
-def build_models(epochs: int) -> dict[str, Any]:
+def build_models(epochs: int, stable_names: bool = True) -> dict[str, Any]:
     """base (seed 0), fine-tuned head (base + 1 epoch, only the last Dense trainable), retrain (seed 1)."""
     import keras
 
     x, y = _digits()
-    base = _cnn(seed=0)
+    base = _cnn(seed=0, stable_names=stable_names)
     base.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
 
-    finetuned = _cnn(seed=0)
+    finetuned = _cnn(seed=0, stable_names=stable_names)
     finetuned.set_weights(base.get_weights())
     for layer in finetuned.layers[:-1]:
         layer.trainable = False
@@ -95,7 +105,7 @@ def build_models(epochs: int) -> dict[str, Any]:
     x_ft = np.clip(x + rng.normal(0, 0.05, x.shape).astype("float32"), 0, 1)
     finetuned.fit(x_ft, y, epochs=1, batch_size=32, verbose=0)
 
-    retrain = _cnn(seed=1)
+    retrain = _cnn(seed=1, stable_names=stable_names)
     retrain.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
 
     changed = [
@@ -112,6 +122,7 @@ def to_tflite(model: Any, variant: str) -> bytes:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    quiet = io.StringIO()  # the Keras exporter prints a signature listing to stdout
     if variant == "full_int8":
         x, _ = _digits()
         calib = x[:200]  # same calibration set, same order, for every model
@@ -120,7 +131,38 @@ def to_tflite(model: Any, variant: str) -> bytes:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return bytes(converter.convert())
+    with contextlib.redirect_stdout(quiet):
+        return bytes(converter.convert())
+
+
+def _quant(tensor: Any) -> tuple[Any, ...]:
+    q = tensor.quantization
+    if q is None or q.scale is None:
+        return ()
+    return (tuple(np.asarray(q.scale).tolist()), tuple(np.asarray(q.zeroPoint).tolist()))
+
+
+def changed_tensors(old: bytes, new: bytes) -> str:
+    """Which tensors differ (data buffer or quantization parameters) between two .tflite files."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    a = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(old, 0))
+    b = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(new, 0))
+    ta_all, tb_all = a.subgraphs[0].tensors, b.subgraphs[0].tensors
+    if len(ta_all) != len(tb_all):
+        return "graph differs"
+    out = []
+    for ta, tb in zip(ta_all, tb_all, strict=True):
+        da, db = a.buffers[ta.buffer].data, b.buffers[tb.buffer].data
+        what = []
+        if da is not None and (db is None or not np.array_equal(da, db)):
+            what.append("data")
+        if _quant(ta) != _quant(tb):
+            what.append("scale")
+        if what:
+            name = "/".join(ta.name.decode().split(";")[0].split("/")[-2:])
+            out.append(f"{name}:{'+'.join(what)}")
+    return f"{len(out)}/{len(ta_all)}: " + ", ".join(out)
 
 
 # --- delta tools ----------------------------------------------------------------------------------------
@@ -143,6 +185,34 @@ def xdelta3_delta(old: bytes, new: bytes) -> int:
     return _tool_delta(["xdelta3", "-e", "-9", "-f", "-s", "old", "new", "patch"], old, new)
 
 
+def patch_anatomy(old: bytes, new: bytes) -> dict[str, int]:
+    """Where a bsdiff4 patch's bytes go, and what the same diff block costs under other entropy coders."""
+    import bz2
+    import lzma
+
+    from ota.delta import read_patch_header
+
+    patch = make_patch(old, new)
+    h = read_patch_header(patch)
+    a, b = 32 + h.control_length, 32 + h.control_length + h.diff_length
+    diff = bz2.decompress(patch[a:b])
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "d").write_bytes(diff)
+        zstd_diff = len(subprocess.run(["zstd", "-19", "-c", "d"], cwd=tmp, capture_output=True, check=True).stdout)
+    return {
+        "patch": len(patch),
+        "header": 32,
+        "control_bz2": h.control_length,
+        "control_records": len(bz2.decompress(patch[32:a])) // 24,
+        "diff_bz2": h.diff_length,
+        "extra_bz2": len(patch) - b,
+        "extra_raw": len(bz2.decompress(patch[b:])),
+        "diff_nonzero_bytes": sum(1 for x in diff if x),
+        "diff_block_as_zstd19": zstd_diff,
+        "diff_block_as_xz": len(lzma.compress(diff, preset=9 | lzma.PRESET_EXTREME)),
+    }
+
+
 @dataclass
 class DeltaRow:
     pair: str
@@ -153,6 +223,7 @@ class DeltaRow:
     zstd_patch_from_bytes: int
     xdelta3_bytes: int
     changed_bytes: int  # positions that differ (same-length files) or -1
+    changed_tensors: str
     shipped: bool  # DeltaPolicy() decision: delta or full artifact
 
     @property
@@ -191,6 +262,7 @@ def delta_row(pair: str, variant: str, old: bytes, new: bytes, signer: ReleaseSi
         zstd_patch_from_bytes=zstd_delta(old, new),
         xdelta3_bytes=xdelta3_delta(old, new),
         changed_bytes=diff_positions,
+        changed_tensors=changed_tensors(old, new),
         shipped=bool(rel.manifest.deltas),
     )
 
@@ -219,7 +291,7 @@ def timings(artifacts: dict[str, bytes], old: bytes, new: bytes, repeat: int) ->
     message = canonical_bytes(doc)
     sig = bytes.fromhex(doc["signature"])
     pub = keys.raw_public_key(signer.private_key)
-    device = DeviceTrust(root_public_keys=[keys.raw_public_key(root)], hardware_class="pi-4", installed_counter=1)
+    device = DeviceTrust([keys.raw_public_key(root)], hardware_class="pi-4", installed_counter=1)
     patch = rel.patches[hashlib.sha256(old).hexdigest()]
     base_sha, new_sha = hashlib.sha256(old).hexdigest(), hashlib.sha256(new).hexdigest()
     rows: list[dict[str, Any]] = [
@@ -255,14 +327,16 @@ def timings(artifacts: dict[str, bytes], old: bytes, new: bytes, repeat: int) ->
 
 def delta_table(rows: list[DeltaRow]) -> Table:
     t = Table(title="Delta size (bytes); ratio = bsdiff4 / full artifact")
-    for col in ("pair", "variant", "full", "full zlib", "bsdiff4", "zstd --patch-from", "xdelta3",
-                "bsdiff4/full", "bsdiff4/best other", "changed bytes", "policy ships"):  # fmt: skip
+    cols = ("pair", "variant", "full", "full zlib", "bsdiff4", "zstd --patch-from", "xdelta3",
+            "bsdiff4/full", "vs best other", "changed bytes", "ships", "changed tensors")  # fmt: skip
+    for col in cols:
         t.add_column(col, justify="right" if col not in ("pair", "variant") else "left")
     for r in rows:
         t.add_row(
             r.pair, r.variant, f"{r.full_bytes:,}", f"{r.full_zlib_bytes:,}", f"{r.bsdiff4_bytes:,}",
             f"{r.zstd_patch_from_bytes:,}", f"{r.xdelta3_bytes:,}", f"{r.bsdiff_vs_full:.2%}",
             f"{r.bsdiff_vs_best_other:.2f}x", f"{r.changed_bytes:,}", "delta" if r.shipped else "full",
+            r.changed_tensors,
         )  # fmt: skip
     return t
 
@@ -280,14 +354,15 @@ def timing_table(rows: list[dict[str, Any]]) -> Table:
 def markdown(rows: list[DeltaRow], times: list[dict[str, Any]]) -> str:
     out = [
         "| pair | variant | full | full zlib | bsdiff4 | zstd --patch-from | xdelta3 | bsdiff4/full | "
-        "bsdiff4/best other | changed bytes | policy ships |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "bsdiff4/best other | changed bytes | policy ships | changed tensors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r.pair} | {r.variant} | {r.full_bytes:,} | {r.full_zlib_bytes:,} | {r.bsdiff4_bytes:,} | "
             f"{r.zstd_patch_from_bytes:,} | {r.xdelta3_bytes:,} | {r.bsdiff_vs_full:.2%} | "
-            f"{r.bsdiff_vs_best_other:.2f}× | {r.changed_bytes:,} | {'delta' if r.shipped else 'full'} |"
+            f"{r.bsdiff_vs_best_other:.2f}× | {r.changed_bytes:,} | {'delta' if r.shipped else 'full'} | "
+            f"{r.changed_tensors} |"
         )
     out += ["", "| operation | input bytes | median µs |", "|---|---:|---:|"]
     out += [f"| {r['op']} | {r['bytes']:,} | {r['us']:.1f} |" for r in times]
@@ -308,7 +383,9 @@ def main(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("training base, fine-tuned and retrained models", total=None)
         models = build_models(epochs)
-        progress.update(task, description="converting to .tflite", total=6, completed=0)
+        auto = build_models(epochs, stable_names=False)  # the same, with Keras' per-process layer numbering
+        models |= {"base-auto": auto["base"], "finetuned-auto": auto["finetuned"]}
+        progress.update(task, description="converting to .tflite", total=2 * len(models), completed=0)
         tfl: dict[tuple[str, str], bytes] = {}
         for name, model in models.items():
             for variant in ("float32", "full_int8"):
@@ -318,17 +395,32 @@ def main(
             save_artifacts.mkdir(parents=True, exist_ok=True)
             for (name, variant), data in tfl.items():
                 (save_artifacts / f"{name}-{variant}.tflite").write_bytes(data)
-        progress.update(task, description="computing deltas", total=4, completed=0)
+        progress.update(task, description="computing deltas", total=6, completed=0)
         signer = ReleaseSigner.certified_by(keys.generate_private_key())
         rows = []
-        for pair, other in (("fine-tuned head", "finetuned"), ("full retrain", "retrain")):
+        pairs = (
+            ("fine-tuned head", "base", "finetuned"),
+            ("full retrain", "base", "retrain"),
+            ("fine-tuned head, auto layer names", "base-auto", "finetuned-auto"),
+        )
+        for pair, old, new in pairs:
             for variant in ("float32", "full_int8"):
-                rows.append(delta_row(pair, variant, tfl["base", variant], tfl[other, variant], signer))
+                rows.append(delta_row(pair, variant, tfl[old, variant], tfl[new, variant], signer))
                 progress.advance(task)
+        anatomy = {
+            v: patch_anatomy(tfl["base", v], tfl["finetuned", v]) for v in ("float32", "full_int8")
+        }
         progress.update(task, description="timing sign/verify/patch", total=None)
         artifacts = {v: tfl["finetuned", v] for v in ("float32", "full_int8")}
         times = timings(artifacts, tfl["base", "full_int8"], tfl["finetuned", "full_int8"], repeat)
     console.print(delta_table(rows))
+    anat = Table(title="bsdiff4 patch anatomy, fine-tuned head (bytes)")
+    anat.add_column("field")
+    for v in anatomy:
+        anat.add_column(v, justify="right")
+    for field in anatomy["float32"]:
+        anat.add_row(field, *(f"{anatomy[v][field]:,}" for v in anatomy))
+    console.print(anat)
     console.print(timing_table(times))
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -339,13 +431,19 @@ def main(
     if json_out:
         payload = {
             "meta": meta,
-            "deltas": [asdict(r) | {"bsdiff_vs_full": r.bsdiff_vs_full, "bsdiff_vs_best_other": r.bsdiff_vs_best_other}
-                       for r in rows],
+            "deltas": [
+                asdict(r) | {"bsdiff_vs_full": r.bsdiff_vs_full, "vs_best_other": r.bsdiff_vs_best_other}
+                for r in rows
+            ],
             "timings": times,
+            "patch_anatomy": anatomy,
         }  # fmt: skip
         json_out.write_text(json.dumps(payload, indent=2))
     if md:
         print(f"<!-- {meta} -->\n" + markdown(rows, times))
+        print("\n| bsdiff4 patch, fine-tuned head | " + " | ".join(anatomy) + " |\n|---|---:|---:|")
+        for field in anatomy["float32"]:
+            print(f"| {field} | " + " | ".join(f"{anatomy[v][field]:,}" for v in anatomy) + " |")
 
 
 if __name__ == "__main__":

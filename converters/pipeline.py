@@ -282,9 +282,10 @@ def _convert_into(
     return report
 
 
-def _predict(model: Any, x: np.ndarray) -> np.ndarray:
-    with contextlib.redirect_stdout(io.StringIO()):
-        return np.asarray(model.predict(x, batch_size=256, verbose=0), dtype=np.float32)
+def _predict(model: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    # Direct calls rather than model.predict: predict retraces (and warns) for every new input size.
+    outputs = [np.asarray(model(x[i : i + batch], training=False)) for i in range(0, len(x), batch)]
+    return np.concatenate(outputs).astype(np.float32)
 
 
 def _variant_report(

@@ -43,7 +43,9 @@ def _builtin_names() -> dict[int, str]:
 
 @cache
 def builtin_code(name: str) -> int:
-    """The BuiltinOperator code of an op name such as "CONV_2D"."""
+    """The BuiltinOperator code of an op name such as "CONV_2D" (or "BUILTIN_<n>" for unnamed codes)."""
+    if name.startswith("BUILTIN_") and name.removeprefix("BUILTIN_").isdigit():
+        return int(name.removeprefix("BUILTIN_"))
     for code, op in _builtin_names().items():
         if op == name:
             return code

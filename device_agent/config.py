@@ -115,6 +115,7 @@ class AgentConfig(_Section):
 def _resolve(data: dict, base: Path) -> dict:
     """Make the known path keys absolute relative to the config file's directory."""
     out = dict(data)
+    out.setdefault("state_dir", "state")
     for key in ("model_dir", "state_dir"):
         if isinstance(out.get(key), str):
             out[key] = str((base / out[key]).resolve()) if not Path(out[key]).is_absolute() else out[key]

@@ -22,9 +22,9 @@ from converters.baselines import feature_summary
 from converters.report import ConversionReport
 from device_agent.config import LoopConfig
 from device_agent.fallback import FallbackEvent, FallbackPolicy, SwitchReason, WindowObservation
-from device_agent.model_manager import Inference, LoadedModel, ModelManager
+from device_agent.model_manager import Inference, LoadedModel, ModelManager, TaskRule
 from device_agent.runtime.base import InvokeError, ModelDoesNotFit, ModelLoadError
-from device_agent.shadow import ShadowRunner
+from device_agent.shadow import ShadowOutcome, ShadowRunner
 from firmware_stubs.board import Board
 from firmware_stubs.sensor_streams import SensorSample
 from telemetry.aggregation import DEFAULT_SCORE_EDGES, WindowAggregator
@@ -56,6 +56,7 @@ class StepResult:
     score: float | None  # None: not inferred (non-finite input or every model failed)
     model: str | None  # label of the model that served the sample
     generation: int | None
+    shadow: ShadowOutcome | None = None  # the candidate's run on this sample, when it was in the share
 
 
 def model_ref(model: LoadedModel) -> ModelRef:
@@ -82,6 +83,7 @@ class InferenceLoop:
         config: LoopConfig | None = None,
         first_seq: int = 0,
         preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+        rule: TaskRule | None = None,
     ) -> None:
         self.board = board
         self.manager = manager
@@ -91,7 +93,7 @@ class InferenceLoop:
         self.policy = policy if policy is not None else FallbackPolicy(len(manager.chain))
         self.config = config if config is not None else LoopConfig()
         self.preprocess = preprocess
-        self.rule = manager.chain.rule
+        self.rule = rule if rule is not None else manager.chain.rule  # e.g. a device-specific threshold
         self.stats = LoopStats()
         self.shadow: ShadowRunner | None = None
         self._first_seq = first_seq
@@ -218,9 +220,8 @@ class InferenceLoop:
         agg.record_inference(round(use.device_active_s * 1e6), positive, output_score=out_score,
                              input_value=summary, active_s=use.device_active_s)
         self.stats.inferences += 1
-        if self.shadow is not None:
-            self._run_shadow(sample.index, x, positive, inference.invoke_ns)
-        return StepResult(sample.index, positive, score, inference.model.label, inference.generation)
+        outcome = self._run_shadow(sample.index, x, positive, inference.invoke_ns) if self.shadow else None
+        return StepResult(sample.index, positive, score, inference.model.label, inference.generation, outcome)
 
     def _infer(self, x: np.ndarray, index: int) -> Inference | None:
         """Infer on the active model; on invoke failure let the policy step down and retry the same
@@ -238,7 +239,7 @@ class InferenceLoop:
             self.policy.on_invoke_success()
             return inference
 
-    def _run_shadow(self, index: int, x: np.ndarray, positive: bool, active_ns: int) -> None:
+    def _run_shadow(self, index: int, x: np.ndarray, positive: bool, active_ns: int) -> ShadowOutcome | None:
         shadow, agg = self.shadow, self._agg
         assert shadow is not None and agg is not None
         shadow.observe_active(active_ns)
@@ -246,12 +247,13 @@ class InferenceLoop:
             outcome = shadow.run(index, x, positive)
         except InvokeError:
             self.stats.shadow_failures += 1
-            return
+            return None
         if outcome is None:
-            return
+            return None
         use = self.board.record_energy(active_seconds=outcome.invoke_ns / 1e9)
         shadow.add_energy(use.charge_mah)
         agg.record_shadow(outcome.agreed, outcome.candidate_positive, round(use.device_active_s * 1e6))
+        return outcome
 
     def _handle_feedback(self) -> None:
         agg = self._agg

@@ -33,6 +33,7 @@ from telemetry.errors import (
     UnknownMessageType,
     UnsupportedVersion,
     WrongChannel,
+    brief,
 )
 from telemetry.schemas import (
     CHANNEL_OF_TYPE,
@@ -185,12 +186,12 @@ def _check_version_and_type(obj: Any) -> str:
         raise SchemaViolation("missing schema version field 'v'")
     v = obj["v"]
     if isinstance(v, bool) or not isinstance(v, int):
-        raise SchemaViolation(f"schema version 'v' must be an integer, got {v!r}"[:200])
+        raise SchemaViolation(f"schema version 'v' must be an integer, got {brief(v)}")
     if v not in SUPPORTED_VERSIONS:
         raise UnsupportedVersion(v, SUPPORTED_VERSIONS)
     type_ = obj.get("type")
     if not isinstance(type_, str) or type_ not in MESSAGE_CLASSES:
-        raise UnknownMessageType(type_ if isinstance(type_, (str, int, type(None))) else type(type_).__name__)
+        raise UnknownMessageType(type_)
     return type_
 
 
@@ -237,7 +238,7 @@ def _unscale(value: Any, scale: int, limit: int, field: str) -> float:
     """Scaled integer -> float; anything else in a scaled slot is an error (a float would be mis-scaled)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise SchemaViolation(
-            f"metrics field {field!r} must be an integer scaled by {scale}, got {value!r}"[:200]
+            f"metrics field {field!r} must be an integer scaled by {scale}, got {brief(value)}"
         )
     if not 0 <= value <= limit * scale:  # also keeps huge bignums away from int/int -> OverflowError
         raise SchemaViolation(f"metrics field {field!r}: scaled value out of range 0..{limit * scale}")
@@ -257,7 +258,7 @@ def _metrics_from_array(arr: list[Any]) -> dict[str, Any]:
         raise SchemaViolation("metrics element 'model' must be [name, version, variant_code]")
     code = model[2]
     if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code < len(VARIANTS):
-        raise SchemaViolation(f"unknown model variant code {code!r}"[:200])
+        raise SchemaViolation(f"unknown model variant code {brief(code)}")
     obj["model"] = {"name": model[0], "version": model[1], "variant": VARIANTS[code]}
     shadow = obj.get("shadow")
     if shadow is not None:
@@ -306,11 +307,11 @@ def decode_cbor(payload: bytes) -> Any:
             raise SchemaViolation("positional message needs at least [v, type_code]")
         v, code = obj[0], obj[1]
         if isinstance(v, bool) or not isinstance(v, int):
-            raise SchemaViolation(f"schema version must be an integer, got {v!r}"[:200])
+            raise SchemaViolation(f"schema version must be an integer, got {brief(v)}")
         if v not in SUPPORTED_VERSIONS:
             raise UnsupportedVersion(v, SUPPORTED_VERSIONS)
         if isinstance(code, bool) or not isinstance(code, int) or code != METRICS_TYPE_CODE:
-            raise UnknownMessageType(code if isinstance(code, (int, str)) else type(code).__name__)
+            raise UnknownMessageType(code)
         obj = _metrics_from_array(obj)
     return _validate_python(obj)
 

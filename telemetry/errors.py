@@ -9,6 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 
+def brief(value: Any, limit: int = 80) -> str:
+    """A short, always-safe repr for error messages (a hostile payload may carry a 9000-digit integer,
+    whose plain repr raises ValueError)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<{value.bit_length()}-bit integer>"
+    try:
+        text = repr(value)
+    except Exception:  # repr of exotic objects may fail; the message must not
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class TelemetryError(ValueError):
     """Base of everything this package raises on purpose."""
 
@@ -37,7 +49,7 @@ class UnsupportedVersion(TelemetryDecodeError):
 
     def __init__(self, version: Any, supported: frozenset[int]) -> None:
         super().__init__(
-            f"schema version {version!r} is not supported (this decoder knows v{sorted(supported)})"
+            f"schema version {brief(version)} is not supported (this decoder knows v{sorted(supported)})"
         )
         self.version = version
         self.supported = supported
@@ -45,7 +57,7 @@ class UnsupportedVersion(TelemetryDecodeError):
 
 class UnknownMessageType(TelemetryDecodeError):
     def __init__(self, type_: Any) -> None:
-        super().__init__(f"unknown message type {type_!r}")
+        super().__init__(f"unknown message type {brief(type_)}")
         self.type = type_
 
 

@@ -211,3 +211,18 @@ def test_model_too_large_for_every_class_checked(tmp_path: Path) -> None:
         convert_model(model, x, x, y, name="big", version="1", out_dir=out, config=config)
     assert "esp32-s3: flash 2097152 B" in str(info.value)
     _assert_nothing_written(out)
+
+
+def test_op_without_tflite_kernel_is_named(digits, tmp_path: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    from converters.errors import VariantBuildError
+
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Lambda(lambda t: tf.math.erf(t))(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(h))
+    out = tmp_path / "m"
+    with pytest.raises(VariantBuildError, match=r"float32.*Erf"):
+        _convert(model, digits, out)
+    _assert_nothing_written(out)

@@ -96,3 +96,29 @@ def test_convert_with_separate_eval_files_prints_summary(files) -> None:
         assert variant in result.output
     assert "TFLM: arena" in result.output
     assert (files["out"] / "report.json").is_file()
+
+
+def test_model_fitting_no_checked_class_exits_1(digits, tmp_path: Path) -> None:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    # ~520 k weights: even full_int8 (~0.5 MB) exceeds the Cortex-M4F slot of 384 KiB.
+    model = keras.Sequential(
+        [keras.Input((512,)), keras.layers.Dense(1024), keras.layers.Dense(3, activation="softmax")]
+    )
+    model.save(tmp_path / "wide.keras")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "cal.npy", rng.random((8, 512), dtype=np.float32))
+    np.savez(tmp_path / "ev.npz", x=rng.random((8, 512), dtype=np.float32), y=rng.integers(0, 3, 8))
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            *("model", "convert", str(tmp_path / "wide.keras")),
+            *("--calibration", str(tmp_path / "cal.npy"), "--eval", str(tmp_path / "ev.npz")),
+            *("--name", "wide", "--version", "1", "--out", str(out), "--profiles", "cortex-m4f"),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert "NoHardwareFitError" in result.output and "cortex-m4f: flash 393216 B" in result.output
+    assert not out.exists()

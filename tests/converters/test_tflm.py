@@ -109,3 +109,12 @@ def test_missing_ops_are_named(converted) -> None:
             "TOPK_V2",
             "CUSTOM:NoSuchOp",
         ]
+
+
+def test_op_codes_unknown_to_the_schema_are_probed_by_number() -> None:
+    from converters.tflite_inspect import builtin_code, single_op_model
+
+    assert builtin_code("BUILTIN_9") == builtin_code("FULLY_CONNECTED")
+    with TflmProbe() as probe:
+        assert probe.missing_ops(["BUILTIN_9", "BUILTIN_9999"]) == ["BUILTIN_9999"]
+    assert single_op_model("BUILTIN_9999")[4:8] == b"TFL3"

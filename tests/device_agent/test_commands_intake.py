@@ -50,8 +50,8 @@ BAD_CASES: list[tuple[str, bytes, str]] = [
     ("schema v2", json.dumps({**ping().model_dump(mode="json"), "v": 2}).encode(), "unsupported_version"),
     ("unknown type", json.dumps({**ping().model_dump(mode="json"), "type": "cmd.selfdestruct"}).encode(),
      "unknown_type"),
-    ("missing cmd_id", cbor2.dumps({k: v for k, v in ping().model_dump(mode="json").items() if k != "cmd_id"}),
-     "schema_violation"),
+    ("missing cmd_id", cbor2.dumps({k: v for k, v in ping().model_dump(mode="json").items()
+                                    if k != "cmd_id"}), "schema_violation"),
     ("shadow with fraction 0", json.dumps({**SetShadowMode(device_id=DEV, cmd_id="s", ts=1, enabled=False)
                                           .model_dump(mode="json"), "enabled": True}).encode(),
      "schema_violation"),

@@ -410,3 +410,23 @@ def test_tampered_state_pointing_the_writer_at_the_active_slot_is_refused(store:
     with pytest.raises(InstallStateError):
         fresh.open_slot_writer()
     assert slot_sha(store, "a") == sha(kit.v1)
+
+
+def test_resume_of_an_expired_manifest_is_refused_and_dropped(store: SlotStore, kit) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from ota.errors import ExpiredManifestError
+
+    def dropping(offset: int) -> Iterator[bytes]:
+        yield kit.v2[offset : offset + 700]
+        raise ConnectionError("link dropped")
+
+    with pytest.raises(ConnectionError):
+        installer(store, kit).install(kit.release_v2.manifest_bytes, artifact=dropping)
+    assert store.load().pending is not None
+    # The device was off for longer than the manifest's validity: the resume re-verifies and refuses.
+    with pytest.raises(ExpiredManifestError):
+        installer(store, kit).resume(artifact=dropping, now=datetime.now(UTC) + timedelta(days=400))
+    st = store.load()
+    assert (st.pending, st.active, slot_sha(store, "a")) == (None, "a", sha(kit.v1))
+    assert_runs(store, kit.v1)

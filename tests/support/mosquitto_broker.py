@@ -15,6 +15,7 @@ persistence in its work directory. The port is kept across ``restart()`` so clie
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -87,6 +88,10 @@ class MosquittoBroker:
             "log_type notice",
             "max_queued_messages 100000",  # a test subscriber may lag behind a 1,000-message replay
         ]
+        if os.geteuid() == 0:
+            # As root, mosquitto drops to user "mosquitto", which cannot write into a private tmp dir
+            # (no log, and persistence silently fails). Stay the user who owns the work directory.
+            lines.append("user root")
         if self.persistence:
             lines += [f"persistence_location {self.workdir}/", "autosave_interval 1"]
         if self.users:
@@ -162,15 +167,21 @@ class Received:
 
 
 class MqttCollector:
-    """A subscriber that keeps every message it gets (QoS 1, persistent session, reconnects)."""
+    """A subscriber that keeps every message it gets (QoS 1, reconnects).
+
+    With ``clean_session=False`` (default) the broker keeps its subscription while it is away, and
+    with broker persistence on, across a broker restart too: nothing published meanwhile is missed.
+    """
 
     def __init__(self, host: str, port: int, topics: Iterable[str], *, client_id: str,
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None,
+                 clean_session: bool = False) -> None:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._topics = list(topics)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=clean_session)
         if username is not None:
             self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(0.05, 0.5)

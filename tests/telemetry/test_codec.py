@@ -40,6 +40,8 @@ from telemetry.schemas import (
     U16_MAX,
     U32_MAX,
     ArtifactRef,
+    DeltaRef,
+    ErrorEvent,
     MetricsWindow,
     ModelRef,
     Ping,
@@ -294,22 +296,27 @@ def test_payload_size_limit_is_exact(codec: str) -> None:
         decode(b"\xa1" * (MAX_PAYLOAD_BYTES + 1), codec)  # type: ignore[arg-type]
 
 
-def test_encoder_refuses_oversized_and_non_messages() -> None:
-    url = "https://example.org/" + "a" * 480
-    ref = ArtifactRef(url=url, sha256="0" * 64, size_bytes=1)
-    # Three max-length URLs fit: the limit is above every valid message.
+def test_largest_valid_messages_fit_the_limit_and_encoder_refuses_non_messages() -> None:
+    url = "https://example.org/" + "a" * 492  # 512 characters, the Url maximum
+    ref = ArtifactRef(url=url, sha256="0" * 64, size_bytes=U32_MAX)
     update = UpdateAvailable(
         device_id="d" * 36,
         cmd_id="c" * 64,
-        ts=1,
+        ts=U32_MAX,
         release_id="r" * 64,
         model_name="m" * 24,
         target_version=U32_MAX,
         hardware_class="h" * 32,
         manifest=ref,
         artifact=ref,
+        delta=DeltaRef(url=url, sha256="0" * 64, size_bytes=U32_MAX, from_version=U32_MAX),
     )
-    assert len(encode_json(update)) < MAX_PAYLOAD_BYTES
+    escaped = ErrorEvent(device_id="d" * 36, ts=1, component="c", code="c", message="\x01" * 256)
+    for message in (update, escaped):
+        for codec in ("json", "cbor"):
+            data = encode(message, codec)  # type: ignore[arg-type]
+            assert len(data) < MAX_PAYLOAD_BYTES
+            assert decode(data) == message
     with pytest.raises(TelemetryEncodeError):
         encode({"v": 1, "type": "metrics"})
     with pytest.raises(TelemetryEncodeError):
@@ -331,6 +338,12 @@ def test_hostile_cbor_items_are_named_errors() -> None:
         b"\x9f\x01\xff",  # indefinite-length array
         b"\xc2\x5a\xff\xff\xff\xff",  # bignum claiming 4 GiB of digits
         b"\x7b\xff\xff\xff\xff\xff\xff\xff\xff",  # text string claiming 2**64 bytes
+        # 9000-digit integers: their repr() raises ValueError, so error messages must not use it
+        cbor2.dumps({"v": 10**9000, "type": "metrics"}),
+        cbor2.dumps({"v": 1, "type": 10**9000}),
+        cbor2.dumps([10**9000, 1]),
+        cbor2.dumps([1, 10**9000]),
+        cbor2.dumps({"v": 1, "type": "cmd.ping", "device_id": "a", "cmd_id": "c", "ts": 10**9000}),
     ]
     for data in hostile:
         with pytest.raises(TelemetryDecodeError):
@@ -344,6 +357,8 @@ def test_hostile_json_is_named_errors() -> None:
         good.replace('"duty_cycle":0.0812', '"duty_cycle":NaN').encode(),
         good.replace('"duty_cycle":0.0812', '"duty_cycle":Infinity').encode(),
         good.replace('"seq":12345', '"seq":' + "9" * 4000).encode(),
+        b'{"v":' + b"9" * 4090 + b"}",
+        b'{"v":1,"type":"cmd.ping","device_id":"a","cmd_id":"c","ts":' + b"9" * 4000 + b"}",
         b"[" * 3000 + b"]" * 3000,
         b'{"v":1,"type":"metrics"' + b',"x":{"y":' * 600 + b"1" + b"}" * 601,
         b"[]",
@@ -391,7 +406,13 @@ def test_fuzz_random_bytes(data: bytes) -> None:
 
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([2**64, -(2**64) - 1, 10**3000])  # bignums (CBOR tags 2/3, long JSON numbers)
+    | st.builds(pow, st.just(10), st.integers(4301, 5000))  # beyond repr()'s 4300-digit cap
+    | st.floats()
+    | st.text(max_size=20),
     lambda children: (
         st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
     ),

@@ -1,0 +1,221 @@
+"""Benchmark of the conversion pipeline on the reference chains (KWS and digits).
+
+Per variant of every reference model: conversion time, bytes, accuracy, measured TFLM arena and
+LiteRT steady latency, each next to its baseline measured in the same run:
+  * bytes      vs the float32 .tflite        (target: full_int8 <= 0.30 x float32)
+  * accuracy   vs the float Keras model      (target: full_int8 within 1.0 pp)
+  * latency    vs Keras `model(x)` on the same sample (eager call, one sample)
+and the wall time to convert + validate each whole chain (target <= 60 s), training reported apart.
+
+    TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python bench/bench_converters.py [--tasks kws digits] [--json-out PATH]
+
+Output: a Rich table on stdout and a JSON file (default out/bench/converters.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+INT8_BYTES_TARGET = 0.30
+ACCURACY_TARGET_PP = 1.0
+CHAIN_SECONDS_TARGET = 60.0
+KERAS_RUNS = 100
+
+
+def _weight_bytes(model_bytes: bytes) -> int:
+    """Bytes of constant buffers (weights, biases, quantization-free constants) in a .tflite."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    return int(sum(len(b.data) for b in model.buffers or [] if b.data is not None))
+
+
+def _keras_latency_us(model: Any, sample: np.ndarray) -> float:
+    """Median of KERAS_RUNS eager calls `model(x)` on one sample, after 10 warm-up calls."""
+    x = sample[np.newaxis]
+    for _ in range(10):
+        model(x, training=False)
+    timings = []
+    for _ in range(KERAS_RUNS):
+        start = time.perf_counter_ns()
+        model(x, training=False)
+        timings.append((time.perf_counter_ns() - start) / 1000.0)
+    return statistics.median(timings)
+
+
+def bench_task(task: str, work: Path, log: Any) -> dict[str, Any]:
+    import keras
+
+    from converters.reference.chain import build_reference_chain, load_task
+    from converters.report import ConversionReport
+    from converters.tflite_variants import build_variant
+
+    started = time.perf_counter()
+    chain = build_reference_chain(task, work / task, progress=lambda d, f: print(f"  {f:5.0%} {d}", file=log))  # type: ignore[arg-type]
+    wall = time.perf_counter() - started
+    data = load_task(task)
+    rows: list[dict[str, Any]] = []
+    for entry in chain.entries:
+        directory = work / task / entry.artifact_dir
+        report = ConversionReport.read(directory)
+        model = keras.saving.load_model(directory / "model.keras")
+        keras_us = _keras_latency_us(model, data.x_eval[0])
+        float32_bytes = report.variants["float32"].bytes
+        float32_weights = _weight_bytes((directory / "float32.tflite").read_bytes())
+        for name, v in report.variants.items():
+            t0 = time.perf_counter()
+            build_variant(model, name, data.x_cal)  # type: ignore[arg-type]
+            convert_s = time.perf_counter() - t0
+            tflite = (directory / v.file).read_bytes()
+            rows.append(
+                {
+                    "task": task,
+                    "model": entry.name,
+                    "rank": entry.rank,
+                    "variant": name,
+                    "convert_seconds": round(convert_s, 3),
+                    "bytes": v.bytes,
+                    "float32_bytes": float32_bytes,
+                    "bytes_ratio": round(v.bytes / float32_bytes, 4),
+                    "weight_bytes": _weight_bytes(tflite),
+                    "float32_weight_bytes": float32_weights,
+                    "weight_bytes_ratio": round(_weight_bytes(tflite) / float32_weights, 4),
+                    "accuracy": v.accuracy,
+                    "float_keras_accuracy": report.model.float_accuracy,
+                    "delta_pp": v.accuracy_delta_pp,
+                    "status": v.status,
+                    "tflm_arena_bytes": report.tflm.arena_bytes if name == "full_int8" else None,
+                    "litert_steady_us": v.latency_steady_us,
+                    "keras_call_us": round(keras_us, 1),
+                }
+            )
+    m = chain.measurements
+    return {
+        "task": task,
+        "chain_wall_seconds": round(wall, 3),
+        "train_seconds": m.train_seconds,
+        "convert_validate_seconds": round(wall - m.train_seconds, 3),
+        "convert_model_seconds": m.convert_seconds,
+        "order": [e.name for e in chain.entries],
+        "rows": rows,
+    }
+
+
+def render(results: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="converters benchmark: every variant next to its same-run baseline")
+    heads = (
+        "task",
+        "model",
+        "variant",
+        "conv s",
+        "bytes",
+        "÷ fp32 B",
+        "weights ÷ fp32",
+        "accuracy",
+        "float Keras",
+        "Δ pp",
+        "TFLM arena",
+        "LiteRT µs",
+        "Keras µs",
+    )
+    for h in heads:
+        table.add_column(h, justify="left" if h in ("task", "model", "variant") else "right")
+    for res in results:
+        for r in res["rows"]:
+            int8 = r["variant"] == "full_int8"
+            ratio = f"{r['bytes_ratio']:.2f}"
+            if int8:
+                ok = r["bytes_ratio"] <= INT8_BYTES_TARGET
+                ratio = f"[{'green' if ok else 'red'}]{ratio}[/]"
+            delta = f"{r['delta_pp']:+.2f}"
+            if int8:
+                delta = f"[{'green' if r['delta_pp'] >= -ACCURACY_TARGET_PP else 'red'}]{delta}[/]"
+            table.add_row(
+                r["task"],
+                r["model"],
+                r["variant"],
+                f"{r['convert_seconds']:.2f}",
+                f"{r['bytes']:,}",
+                ratio,
+                f"{r['weight_bytes_ratio']:.2f}",
+                f"{100 * r['accuracy']:.1f} %",
+                f"{100 * r['float_keras_accuracy']:.1f} %",
+                delta,
+                f"{r['tflm_arena_bytes']:,}" if r["tflm_arena_bytes"] else "",
+                f"{r['litert_steady_us']:.1f}",
+                f"{r['keras_call_us']:.0f}",
+            )
+        table.add_section()
+    console.print(table)
+    chains = Table(
+        title=f"whole-chain wall time (target: convert + validate <= {CHAIN_SECONDS_TARGET:.0f} s)"
+    )
+    for h in ("task", "order (primary first)", "train s", "convert + validate s", "total s"):
+        chains.add_column(h, justify="left" if h in ("task", "order (primary first)") else "right")
+    for res in results:
+        ok = res["convert_validate_seconds"] <= CHAIN_SECONDS_TARGET
+        chains.add_row(
+            res["task"],
+            " → ".join(res["order"]),
+            f"{res['train_seconds']:.1f}",
+            f"[{'green' if ok else 'red'}]{res['convert_validate_seconds']:.1f}[/]",
+            f"{res['chain_wall_seconds']:.1f}",
+        )
+    console.print(chains)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", nargs="+", default=["kws", "digits"], choices=["kws", "digits"])
+    parser.add_argument("--json-out", type=Path, default=Path("out/bench/converters.json"))
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-converters-") as tmp:
+        for task in args.tasks:
+            print(f"building the {task} chain ...", file=sys.stderr)
+            results.append(bench_task(task, Path(tmp), sys.stderr))
+    payload = {
+        "benchmark": "converters",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_avg_1m": os.getloadavg()[0],
+        },
+        "targets": {
+            "full_int8_bytes_ratio_max": INT8_BYTES_TARGET,
+            "full_int8_delta_pp_min": -ACCURACY_TARGET_PP,
+            "chain_convert_validate_seconds_max": CHAIN_SECONDS_TARGET,
+        },
+        "results": results,
+    }
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(payload, indent=2) + "\n")
+    render(results)
+    print(f"JSON: {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
