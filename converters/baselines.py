@@ -13,7 +13,8 @@ Histograms: edges are the calibration quantiles (deciles for 10 bins), duplicate
 holds about the same share of calibration data (what PSI needs). The outer bins are open-ended:
 values below the first edge count in bin 0, values above the last edge in the last bin.
 Output score: the maximum softmax score, or the highest positive-class score when the task names
-positive classes; its histogram has uniform edges on [0, 1].
+positive classes; its histogram has uniform edges on [0, 1]. A model that outputs logits gets a
+softmax first (``apply_softmax`` in the spec) so the score is always a probability.
 """
 
 from __future__ import annotations
@@ -91,15 +92,30 @@ def histogram(name: str, values: np.ndarray, edges: list[float]) -> Histogram:
     )
 
 
-def make_output_score_spec(num_classes: int, positive_class_ids: list[int] | None) -> OutputScoreSpec:
+def looks_like_probabilities(outputs: np.ndarray) -> bool:
+    """True when every row is in [0, 1] and sums to 1 (a softmax head); False for logits."""
+    o = np.asarray(outputs, dtype=np.float64)
+    return bool(o.min() >= -1e-6 and o.max() <= 1 + 1e-6 and np.allclose(o.sum(axis=-1), 1.0, atol=1e-3))
+
+
+def make_output_score_spec(
+    num_classes: int, positive_class_ids: list[int] | None, apply_softmax: bool = False
+) -> OutputScoreSpec:
     if positive_class_ids:
-        return OutputScoreSpec(kind="positive_class_max", class_ids=sorted(positive_class_ids))
-    return OutputScoreSpec(kind="max_softmax", class_ids=list(range(num_classes)))
+        return OutputScoreSpec(
+            kind="positive_class_max", class_ids=sorted(positive_class_ids), apply_softmax=apply_softmax
+        )
+    return OutputScoreSpec(
+        kind="max_softmax", class_ids=list(range(num_classes)), apply_softmax=apply_softmax
+    )
 
 
-def output_score(probabilities: np.ndarray, spec: OutputScoreSpec) -> np.ndarray:
-    """Score per sample from (N, classes) or (classes,) probabilities."""
-    p = np.asarray(probabilities, dtype=np.float64)
+def output_score(outputs: np.ndarray, spec: OutputScoreSpec) -> np.ndarray:
+    """Score per sample from (N, classes) or (classes,) model outputs (dequantized)."""
+    p = np.asarray(outputs, dtype=np.float64)
+    if spec.apply_softmax:
+        e = np.exp(p - p.max(axis=-1, keepdims=True))
+        p = e / e.sum(axis=-1, keepdims=True)
     return p[..., spec.class_ids].max(axis=-1)
 
 

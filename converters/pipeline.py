@@ -408,7 +408,9 @@ def _baselines(
         bl.histogram(f"feature_{i}", features[:, i], bl.quantile_edges(features[:, i], config.histogram_bins))
         for i in range(features.shape[1])
     ]
-    score_spec = bl.make_output_score_spec(classes, task.positive_class_ids if task else None)
+    score_spec = bl.make_output_score_spec(
+        classes, task.positive_class_ids if task else None, not bl.looks_like_probabilities(float_calib)
+    )
     scores = bl.output_score(float_calib, score_spec)
     return Baselines(
         samples=len(calibration),

@@ -134,6 +134,7 @@ class Histogram(_Model):
 class OutputScoreSpec(_Model):
     kind: Literal["max_softmax", "positive_class_max"]
     class_ids: list[int]  # classes whose scores are maxed (all classes for max_softmax)
+    apply_softmax: bool = False  # the model outputs logits: softmax them before taking the score
 
 
 class Baselines(_Model):

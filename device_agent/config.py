@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from device_agent.energy_policy import EnergyThresholds
 from device_agent.fallback import FallbackThresholds
@@ -64,9 +72,12 @@ class BrokerConfig(_Section):
 class LoopConfig(_Section):
     sample_period_s: float = Field(1.0, gt=0, description="wake every this many seconds (duty cycle)")
     window_s: float = Field(60.0, gt=0, le=65_535, description="close a metrics window this often")
-    input_feature: int | None = Field(None, ge=0, le=255,
-                                      description="baseline feature counted per window; None: the one "
-                                                  "with the most baseline bins")
+    input_feature: int | None = Field(
+        None,
+        ge=0,
+        le=255,
+        description="baseline feature counted per window; None: the one with the most baseline bins",
+    )
 
 
 class ShadowConfig(_Section):

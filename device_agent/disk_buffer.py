@@ -269,6 +269,14 @@ class DiskBuffer:
                         path.name, offset,
                     )
                     self._c.corrupt += 1
+            if seg.empty:
+                # Nothing valid inside (crash right after creating it, or damaged from the first record):
+                # keep no empty segment around, its name would be reused by the next append.
+                if offset < len(data) and not newest:
+                    self._set_aside(path)
+                else:
+                    path.unlink()
+                continue
             if self._segments and seg.first_seq <= self._segments[-1].last_seq:
                 log.error("buffer segment %s overlaps its predecessor; set aside", path.name)
                 self._set_aside(path)

@@ -47,7 +47,10 @@ class UpdateEnergyPolicy:
         limit = resume_at if self._deferring else self.t.min_battery_pct
         if battery_pct < limit:
             self._deferring = True
-            return UpdateGate(False, f"update deferred: battery {battery_pct:.1f} % < {limit:.1f} % and not "
-                                     f"charging (resumes at {resume_at:.1f} % or on charge)")
+            return UpdateGate(
+                False,
+                f"update deferred: battery {battery_pct:.1f} % < {limit:.1f} % and not "
+                f"charging (resumes at {resume_at:.1f} % or on charge)",
+            )
         self._deferring = False
         return UpdateGate(True, f"battery {battery_pct:.1f} % >= {limit:.1f} %")

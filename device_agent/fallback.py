@@ -16,7 +16,9 @@ Step down (one level per decision):
 
 Step back up (hysteresis): after ``recover_windows`` consecutive *clear* windows — no condition
 active, and the battery at least ``battery_margin_pct`` above its threshold or charging — one level
-up to the nearest usable level. A level left for latency, false positives or invoke errors needs
+up to the nearest usable level, never above the *ceiling*: the level the policy started from or was
+told to run (:meth:`FallbackPolicy.follow`, e.g. after an operator's revert). A level left for
+latency, false positives or invoke errors needs
 ``recover_windows x 2^k`` clear windows (k = times it was left so, capped by ``max_backoff_factor``),
 so a model that keeps failing is retried less and less often instead of flapping.
 """
@@ -71,7 +73,9 @@ class FallbackThresholds(BaseModel):
     min_battery_pct: float | None = Field(20.0, ge=0, le=100)
     battery_margin_pct: float = Field(5.0, ge=0, le=100)
     max_false_positive_rate: float | None = Field(None, gt=0, le=1)
-    min_positives: int = Field(5, ge=1, description="a window with fewer positives says nothing about FP rate")
+    min_positives: int = Field(
+        5, ge=1, description="a window with fewer positives says nothing about FP rate"
+    )
     fp_windows: int = Field(2, ge=1)
     recover_windows: int = Field(3, ge=1)
     max_backoff_factor: int = Field(8, ge=1)
@@ -104,9 +108,13 @@ class FallbackEvent:
         from telemetry.schemas import FallbackSwitched
 
         return FallbackSwitched(
-            device_id=device_id, ts=ts, from_level=self.from_level, to_level=self.to_level,
+            device_id=device_id,
+            ts=ts,
+            from_level=self.from_level,
+            to_level=self.to_level,
             reason=TELEMETRY_REASON[self.reason],  # type: ignore[arg-type]
-            detail=f"{self.reason.value}: {self.detail}"[:256], model=model,
+            detail=f"{self.reason.value}: {self.detail}"[:256],
+            model=model,
         )
 
 
@@ -119,6 +127,7 @@ class FallbackPolicy:
         self.levels = levels
         self.t = thresholds if thresholds is not None else FallbackThresholds()
         self.level = level
+        self.ceiling = 0  # best level the policy may climb back to by itself
         self.unusable: dict[int, str] = {}
         self._backoff: dict[int, int] = {}  # level -> times left for a backoff reason
         self._errors = 0
@@ -136,7 +145,8 @@ class FallbackPolicy:
         return next((lv for lv in range(level + 1, self.levels) if self.usable(lv)), None)
 
     def next_usable_above(self, level: int) -> int | None:
-        return next((lv for lv in range(level - 1, -1, -1) if self.usable(lv)), None)
+        """The nearest usable level better than ``level``, not above the ceiling, or None."""
+        return next((lv for lv in range(level - 1, self.ceiling - 1, -1) if self.usable(lv)), None)
 
     def windows_to_recover_into(self, level: int) -> int:
         factor = min(2 ** self._backoff.get(level, 0), self.t.max_backoff_factor)
@@ -147,18 +157,22 @@ class FallbackPolicy:
     def commit(self, event: FallbackEvent) -> None:
         """The caller now runs ``event.to_level``."""
         if not self.usable(event.to_level):
-            raise ValueError(f"cannot switch to unusable level {event.to_level}: {self.unusable.get(event.to_level)}")
+            raise ValueError(
+                f"cannot switch to unusable level {event.to_level}: {self.unusable.get(event.to_level)}"
+            )
         if event.reason in _BACKOFF_REASONS and event.is_step_down:
             self._backoff[event.from_level] = self._backoff.get(event.from_level, 0) + 1
         self.level = event.to_level
         self._errors = self._slow = self._fp = self._clear = 0
 
     def follow(self, level: int) -> None:
-        """The caller switched by itself (start-up, update, manual revert): go on from ``level``,
-        keeping what is known to be unusable."""
+        """The caller switched by itself (start-up, update, manual revert): go on from ``level``, which
+        also becomes the ceiling (the policy does not climb above a level chosen for it), keeping what
+        is known to be unusable."""
         if not 0 <= level < self.levels:
             raise ValueError(f"level {level} outside 0..{self.levels - 1}")
         self.level = level
+        self.ceiling = level
         self._errors = self._slow = self._fp = self._clear = 0
 
     def reset(self, level: int = 0) -> None:
@@ -168,6 +182,7 @@ class FallbackPolicy:
         self.unusable.clear()
         self._backoff.clear()
         self.level = level
+        self.ceiling = 0
         self._errors = self._slow = self._fp = self._clear = 0
 
     def _down(self, reason: SwitchReason, detail: str) -> FallbackEvent | None:
@@ -187,7 +202,9 @@ class FallbackPolicy:
     def on_invoke_failure(self, detail: str) -> FallbackEvent | None:
         self._errors += 1
         if self._errors >= self.t.max_consecutive_errors:
-            return self._down(SwitchReason.INVOKE_FAILED, f"{self._errors} consecutive invoke failures: {detail}")
+            return self._down(
+                SwitchReason.INVOKE_FAILED, f"{self._errors} consecutive invoke failures: {detail}"
+            )
         return None
 
     def on_invoke_success(self) -> None:
@@ -204,29 +221,36 @@ class FallbackPolicy:
         slow = t.max_latency_us is not None and obs.inferences > 0 and obs.latency_p95_us > t.max_latency_us
         self._slow = self._slow + 1 if slow else 0
         fp_rate = obs.false_positives / obs.positives if obs.positives else 0.0
-        noisy = (t.max_false_positive_rate is not None and obs.positives >= t.min_positives
-                 and fp_rate > t.max_false_positive_rate)
+        noisy = (
+            t.max_false_positive_rate is not None
+            and obs.positives >= t.min_positives
+            and fp_rate > t.max_false_positive_rate
+        )
         self._fp = self._fp + 1 if noisy else 0
 
         if battery_low:
             self._clear = 0
-            return self._down(SwitchReason.BATTERY,
-                              f"battery {obs.battery_pct:.1f} % < {t.min_battery_pct} % and not charging")
+            return self._down(
+                SwitchReason.BATTERY,
+                f"battery {obs.battery_pct:.1f} % < {t.min_battery_pct} % and not charging",
+            )
         if self._slow >= t.latency_windows:
             self._clear = 0
-            return self._down(SwitchReason.LATENCY, f"p95 {obs.latency_p95_us} us > {t.max_latency_us} us "
-                                                    f"for {self._slow} windows")
+            return self._down(
+                SwitchReason.LATENCY,
+                f"p95 {obs.latency_p95_us} us > {t.max_latency_us} us for {self._slow} windows",
+            )
         if self._fp >= t.fp_windows:
             self._clear = 0
-            return self._down(SwitchReason.FALSE_POSITIVES,
-                              f"false-positive rate {fp_rate:.2f} > {t.max_false_positive_rate} "
-                              f"for {self._fp} windows")
+            return self._down(
+                SwitchReason.FALSE_POSITIVES,
+                f"false-positive rate {fp_rate:.2f} > {t.max_false_positive_rate} for {self._fp} windows",
+            )
         if slow or noisy or not battery_clear:
             self._clear = 0  # a condition is building up or the battery is inside the hysteresis band
             return None
         self._clear += 1
         target = self.next_usable_above(self.level)
         if target is not None and self._clear >= self.windows_to_recover_into(target):
-            return FallbackEvent(self.level, target, SwitchReason.RECOVERED,
-                                 f"{self._clear} clear windows")
+            return FallbackEvent(self.level, target, SwitchReason.RECOVERED, f"{self._clear} clear windows")
         return None

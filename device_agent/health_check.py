@@ -50,11 +50,18 @@ class HealthCheckResult(BaseModel):
     device_latency_us: float | None = None  # median, on-device equivalent
 
 
-def _fail(artifact: ModelArtifact, checks: list[CheckOutcome], name: str, detail: str,
-          **figures: float | None) -> HealthCheckResult:
+def _fail(
+    artifact: ModelArtifact, checks: list[CheckOutcome], name: str, detail: str, **figures: float | None
+) -> HealthCheckResult:
     checks.append(CheckOutcome(name=name, passed=False, detail=detail))
-    return HealthCheckResult(model=_label(artifact), passed=False, failed_check=name, reason=f"{name}: {detail}",
-                             checks=checks, **figures)
+    return HealthCheckResult(
+        model=_label(artifact),
+        passed=False,
+        failed_check=name,
+        reason=f"{name}: {detail}",
+        checks=checks,
+        **figures,
+    )
 
 
 def _label(artifact: ModelArtifact) -> str:
@@ -71,8 +78,9 @@ def _read_golden(artifact: ModelArtifact) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{artifact.golden_path}: unreadable golden file ({exc})") from exc
     if inputs.ndim < 2 or expected.ndim != 2 or len(inputs) != len(expected) or len(inputs) == 0:
-        raise ValueError(f"{artifact.golden_path}: inputs {inputs.shape} and float_outputs {expected.shape} "
-                         "do not pair up")
+        raise ValueError(
+            f"{artifact.golden_path}: inputs {inputs.shape} and float_outputs {expected.shape} do not pair up"
+        )
     return inputs, expected
 
 
@@ -135,19 +143,39 @@ def run_health_check(
     if err is None:
         return _fail(artifact, checks, "golden", "non-finite outputs on golden inputs", **figures)
     if err > tolerance:
-        return _fail(artifact, checks, "golden",
-                     f"max abs error {err:.4g} > tolerance {tolerance:.4g} on {len(inputs)} golden inputs "
-                     "(preprocessing or runtime differs from the converter's)", **figures)
+        return _fail(
+            artifact,
+            checks,
+            "golden",
+            f"max abs error {err:.4g} > tolerance {tolerance:.4g} on {len(inputs)} golden inputs "
+            "(preprocessing or runtime differs from the converter's)",
+            **figures,
+        )
     if top1 + 1e-9 < reference_top1:
-        return _fail(artifact, checks, "golden",
-                     f"top-1 agreement {top1:.3f} below the converter's {reference_top1:.3f}", **figures)
-    checks.append(CheckOutcome(name="golden", passed=True,
-                               detail=f"max abs error {err:.4g} <= {tolerance:.4g}, top-1 {top1:.3f}"))
+        return _fail(
+            artifact,
+            checks,
+            "golden",
+            f"top-1 agreement {top1:.3f} below the converter's {reference_top1:.3f}",
+            **figures,
+        )
+    checks.append(
+        CheckOutcome(
+            name="golden", passed=True, detail=f"max abs error {err:.4g} <= {tolerance:.4g}, top-1 {top1:.3f}"
+        )
+    )
 
     device_us = statistics.median(times) * profile.host_slowdown
     figures["device_latency_us"] = device_us
     if max_latency_us is not None and device_us > max_latency_us:
-        return _fail(artifact, checks, "latency",
-                     f"median {device_us:.0f} us on {profile.name} > budget {max_latency_us:.0f} us", **figures)
-    checks.append(CheckOutcome(name="latency", passed=True, detail=f"median {device_us:.0f} us on {profile.name}"))
+        return _fail(
+            artifact,
+            checks,
+            "latency",
+            f"median {device_us:.0f} us on {profile.name} > budget {max_latency_us:.0f} us",
+            **figures,
+        )
+    checks.append(
+        CheckOutcome(name="latency", passed=True, detail=f"median {device_us:.0f} us on {profile.name}")
+    )
     return HealthCheckResult(model=_label(artifact), passed=True, checks=checks, **figures)

@@ -116,7 +116,9 @@ class InferenceLoop:
         self.policy.follow(model.level)
         if failures:
             first_level, first_exc = failures[0]
-            reason = SwitchReason.MEMORY if isinstance(first_exc, ModelDoesNotFit) else SwitchReason.LOAD_FAILED
+            reason = (
+                SwitchReason.MEMORY if isinstance(first_exc, ModelDoesNotFit) else SwitchReason.LOAD_FAILED
+            )
             self._emit(FallbackEvent(first_level, model.level, reason, str(first_exc)), model)
         self._window_start_mono = self.board.clock.monotonic()
         self._sync_model(force=True)
@@ -134,8 +136,12 @@ class InferenceLoop:
         in_edges = base.features[k].edges
         self._edges_key = (tuple(in_edges), tuple(out_edges or ()), k)
         return WindowAggregator(
-            self.device_id, model_ref(model), input_edges=in_edges,
-            output_edges=out_edges or DEFAULT_SCORE_EDGES, input_feature=k, first_seq=first_seq,
+            self.device_id,
+            model_ref(model),
+            input_edges=in_edges,
+            output_edges=out_edges or DEFAULT_SCORE_EDGES,
+            input_feature=k,
+            first_seq=first_seq,
         )
 
     def _sync_model(self, *, force: bool = False) -> LoadedModel:
@@ -207,8 +213,12 @@ class InferenceLoop:
         scores = inference.scores
         score = self.rule.positive_score(scores)
         positive = score >= self.rule.score_threshold
-        if positive and self.rule.suppression_s is not None and self._last_positive_t is not None \
-                and sample.t_s - self._last_positive_t < self.rule.suppression_s:
+        if (
+            positive
+            and self.rule.suppression_s is not None
+            and self._last_positive_t is not None
+            and sample.t_s - self._last_positive_t < self.rule.suppression_s
+        ):
             positive = False
             self.stats.suppressed_positives += 1
         if positive:
@@ -216,9 +226,14 @@ class InferenceLoop:
             self.board.report_detection(sample.index)
             self.stats.positives += 1
         use = self.board.record_energy(active_seconds=inference.invoke_ns / 1e9)
-        out_score = float(max(scores[i] for i in self._score_ids))
-        agg.record_inference(round(use.device_active_s * 1e6), positive, output_score=out_score,
-                             input_value=summary, active_s=use.device_active_s)
+        out_score = float(scores[self._score_ids].max())
+        agg.record_inference(
+            round(use.device_active_s * 1e6),
+            positive,
+            output_score=out_score,
+            input_value=summary,
+            active_s=use.device_active_s,
+        )
         self.stats.inferences += 1
         outcome = self._run_shadow(sample.index, x, positive, inference.invoke_ns) if self.shadow else None
         return StepResult(sample.index, positive, score, inference.model.label, inference.generation, outcome)
@@ -284,17 +299,26 @@ class InferenceLoop:
                 life_min = min(int(battery.percent / rate / 60), 4_294_967_295)
         self._last_battery = (mono, battery.percent)
         window = agg.close(
-            now, battery_pct=battery.percent, battery_mv=min(round(battery.voltage * 1000), 65_535),
-            charging=battery.charging, est_battery_life_min=life_min,
+            now,
+            battery_pct=battery.percent,
+            battery_mv=min(round(battery.voltage * 1000), 65_535),
+            charging=battery.charging,
+            est_battery_life_min=life_min,
             shadow_candidate_version=self.shadow.candidate_version if self.shadow is not None else None,
         )
         self._window_start_mono = mono
         self.stats.windows += 1
         self.sink(window)
-        event = self.policy.observe_window(WindowObservation(
-            inferences=window.inferences, latency_p95_us=window.latency_p95_us, positives=window.positives,
-            false_positives=window.false_positives, battery_pct=window.battery_pct, charging=window.charging,
-        ))
+        event = self.policy.observe_window(
+            WindowObservation(
+                inferences=window.inferences,
+                latency_p95_us=window.latency_p95_us,
+                positives=window.positives,
+                false_positives=window.false_positives,
+                battery_pct=window.battery_pct,
+                charging=window.charging,
+            )
+        )
         if event is not None:
             self._switch(event)
         return window
@@ -317,8 +341,9 @@ class InferenceLoop:
                 notes.append(f"level {target} did not load: {exc}")
                 target = self.policy.next_usable_below(target) if origin.is_step_down else None
                 continue
-            final = FallbackEvent(origin.from_level, target, origin.reason,
-                                  "; ".join([origin.detail, *notes]))
+            final = FallbackEvent(
+                origin.from_level, target, origin.reason, "; ".join([origin.detail, *notes])
+            )
             self.manager.swap(model)
             self.policy.commit(final)
             self._sync_model()
@@ -332,11 +357,21 @@ class InferenceLoop:
 
     # -- shadow mode --------------------------------------------------------------------------------
 
-    def enable_shadow(self, candidate: LoadedModel, *, sample_fraction: float, candidate_version: int,
-                      energy_budget_fraction: float | None = None) -> ShadowRunner:
-        self.shadow = ShadowRunner(candidate, self.rule, sample_fraction=sample_fraction,
-                                   candidate_version=candidate_version,
-                                   energy_budget_fraction=energy_budget_fraction)
+    def enable_shadow(
+        self,
+        candidate: LoadedModel,
+        *,
+        sample_fraction: float,
+        candidate_version: int,
+        energy_budget_fraction: float | None = None,
+    ) -> ShadowRunner:
+        self.shadow = ShadowRunner(
+            candidate,
+            self.rule,
+            sample_fraction=sample_fraction,
+            candidate_version=candidate_version,
+            energy_budget_fraction=energy_budget_fraction,
+        )
         return self.shadow
 
     def disable_shadow(self) -> ShadowRunner | None:

@@ -40,7 +40,9 @@ def numeric_version(version: str | int) -> int:
     if m and all(int(p) < 1000 for p in m.groups()[1:]):
         major, minor, patch = (int(p) for p in m.groups())
         return major * 1_000_000 + minor * 1_000 + patch
-    raise ModelLoadError(f"version {version!r} is neither an integer nor MAJOR.MINOR.PATCH (minor, patch < 1000)")
+    raise ModelLoadError(
+        f"version {version!r} is neither an integer nor MAJOR.MINOR.PATCH (minor, patch < 1000)"
+    )
 
 
 class TaskRule(BaseModel):
@@ -54,8 +56,9 @@ class TaskRule(BaseModel):
     suppression_s: float | None = None  # after a positive, ignore positives for this long (KWS)
 
     def positive_score(self, scores: np.ndarray) -> float:
-        ids = self.positive_class_ids or range(len(scores))
-        return float(max(scores[i] for i in ids))
+        if not self.positive_class_ids:
+            return float(scores.max())
+        return float(scores[self.positive_class_ids].max())
 
 
 class _ChainEntryFile(BaseModel):
@@ -71,7 +74,7 @@ class _ChainMetadataFile(TaskRule):
 
 
 class _ChainFile(BaseModel):
-    """The fields of converters' chain.json the device needs (parsed without importing converters' builder)."""
+    """The fields of converters' chain.json the device needs (parsed without converters' builder)."""
 
     model_config = ConfigDict(extra="ignore")
     task: str
@@ -94,8 +97,13 @@ class ModelArtifact:
 
     @classmethod
     def from_dir(
-        cls, directory: str | Path, profile: HardwareProfile, *, variant: str | None = None,
-        version: int | str | None = None, name: str | None = None,
+        cls,
+        directory: str | Path,
+        profile: HardwareProfile,
+        *,
+        variant: str | None = None,
+        version: int | str | None = None,
+        name: str | None = None,
     ) -> ModelArtifact:
         """Read a converter artifact directory; the variant defaults to report.hardware_fit's choice."""
         d = Path(directory)
@@ -117,12 +125,18 @@ class ModelArtifact:
         data = read_model_bytes(path)
         digest = hashlib.sha256(data).hexdigest()
         if digest != vr.sha256:
-            raise ModelLoadError(f"{path}: sha256 {digest[:12]}… does not match the report's {vr.sha256[:12]}…")
+            raise ModelLoadError(
+                f"{path}: sha256 {digest[:12]}… does not match the report's {vr.sha256[:12]}…"
+            )
         golden = d / report.golden.file
         return cls(
-            name=name or report.name, version=numeric_version(report.version if version is None else version),
-            variant=variant, model_bytes=data, report=report,
-            golden_path=golden if golden.is_file() else None, source=str(path),
+            name=name or report.name,
+            version=numeric_version(report.version if version is None else version),
+            variant=variant,
+            model_bytes=data,
+            report=report,
+            golden_path=golden if golden.is_file() else None,
+            source=str(path),
         )
 
 
@@ -133,8 +147,10 @@ def read_report(directory: Path) -> ConversionReport:
     except OSError as exc:
         raise ModelLoadError(f"{path}: cannot read report ({exc.strerror or exc})") from exc
     except ValidationError as exc:
-        raise ModelLoadError(f"{path}: not a valid conversion report: {exc.error_count()} error(s), "
-                             f"first: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}") from exc
+        raise ModelLoadError(
+            f"{path}: not a valid conversion report: {exc.error_count()} error(s), "
+            f"first: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -161,8 +177,9 @@ class ModelChain:
         except OSError as exc:
             raise ModelLoadError(f"{path}: cannot read chain ({exc.strerror or exc})") from exc
         except ValidationError as exc:
-            raise ModelLoadError(f"{path}: not a valid chain.json: {exc.errors()[0]['loc']} "
-                                 f"{exc.errors()[0]['msg']}") from exc
+            raise ModelLoadError(
+                f"{path}: not a valid chain.json: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}"
+            ) from exc
         if not chain.entries:
             raise ModelLoadError(f"{path}: chain has no entries")
         entries = sorted(chain.entries, key=lambda e: e.rank)
@@ -231,7 +248,10 @@ class ModelManager:
     """Keeps the active model and swaps it without dropping or repeating a sample."""
 
     def __init__(
-        self, profile: HardwareProfile, chain: ModelChain, *,
+        self,
+        profile: HardwareProfile,
+        chain: ModelChain,
+        *,
         loader: Callable[[ModelArtifact, HardwareProfile], Runtime] = load_runtime,
     ) -> None:
         self.profile = profile

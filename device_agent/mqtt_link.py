@@ -152,6 +152,8 @@ class LinkCounters:
     acked: int = 0  # PUBACKs for buffer records
     bad_records: int = 0  # buffer records paho refused (invalid topic); acked away so they cannot block
     status_published: int = 0
+    subscribe_failures: int = 0  # SUBACK refused the cmd subscription (ACL)
+    internal_errors: int = 0  # iterations that raised (logged with traceback); the link carried on
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -222,12 +224,16 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.connect_async(s.host, s.port, s.keepalive_s)  # records host/port; no I/O yet
         return client
 
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("link already started")
+        # A new paho client has no session: whatever an earlier link handed out but never got a PUBACK
+        # for must be read again (at-least-once; the server de-duplicates).
+        self.buffer.rewind()
         self._thread = threading.Thread(target=self._run, name=f"mqtt-link-{self.settings.device_id}",
                                         daemon=True)
         self._thread.start()
@@ -323,6 +329,13 @@ class MqttLink:
         # Called from inside client.loop() on this thread; the buffer is told after loop() returns.
         self._acked_mids.append(mid)
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[Any],
+                      properties: Any) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            self.counters.subscribe_failures += 1
+            log.error("broker refused the subscription to %s (%s): no commands will arrive",
+                      self._cmd_topic, ", ".join(str(rc) for rc in reason_codes))
+
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         # Handled before paho sends our PUBACK: a command is acknowledged only once it was taken in.
         if message.topic != self._cmd_topic:
@@ -336,26 +349,36 @@ class MqttLink:
     # ------------------------------------------------------------------ the loop
 
     def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception:
+                # The link must outlive any one bad iteration (e.g. a buffer file removed under us):
+                # log it, count it, pause briefly and carry on; the buffer still holds everything.
+                self.counters.internal_errors += 1
+                log.exception("MQTT link iteration failed (internal_errors=%d)",
+                              self.counters.internal_errors)
+                self._stop.wait(0.5)
         try:
-            while not self._stop.is_set():
-                if not self._socket_open and not self._try_connect():
-                    continue
-                rc = self._client.loop(timeout=self.settings.poll_s)
-                self._settle_acks()
-                if rc != mqtt.MQTT_ERR_SUCCESS:
-                    self._socket_open = False
-                    self._connected.clear()
-                    self._wait_backoff(f"connection lost ({mqtt.error_string(rc)})")
-                    continue
-                if self._connected.is_set():
-                    if self._status_wanted.is_set():
-                        self._status_wanted.clear()
-                        self._publish_status(online=True)
-                    self._pump()
             self._shutdown()
-        except Exception:  # the link must never die silently: log it loudly
-            log.exception("MQTT link thread crashed")
-            raise
+        except Exception:
+            log.exception("MQTT link shutdown failed")
+
+    def _step(self) -> None:
+        if not self._socket_open and not self._try_connect():
+            return
+        rc = self._client.loop(timeout=self.settings.poll_s)
+        self._settle_acks()
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            self._socket_open = False
+            self._connected.clear()
+            self._wait_backoff(f"connection lost ({mqtt.error_string(rc)})")
+            return
+        if self._connected.is_set():
+            if self._status_wanted.is_set():
+                self._status_wanted.clear()
+                self._publish_status(online=True)
+            self._pump()
 
     def _try_connect(self) -> bool:
         self._set_will()

@@ -110,7 +110,12 @@ class Installer:
     # -- steps ---------------------------------------------------------------------------------------
 
     def plan(
-        self, manifest_bytes: bytes, *, now: datetime | None = None, allow_delta: bool = True
+        self,
+        manifest_bytes: bytes,
+        *,
+        now: datetime | None = None,
+        allow_delta: bool = True,
+        allow_full: bool = True,
     ) -> InstallPlan:
         """Verify the manifest and record the update as pending (or pick up the same one in progress)."""
         st = self.store.state
@@ -133,6 +138,10 @@ class Installer:
         p = st.pending
         if p is not None and p.sha256 == manifest.artifact_sha256 and p.kind == "full":
             delta = None
+        if delta is None and not allow_full:
+            raise InstallStateError(
+                "the manifest offers no delta from the installed image: a full download is needed"
+            )
         patch = (
             PatchSpec(sha256=delta.patch_sha256, length=delta.patch_length, base_sha256=delta.base_sha256)
             if delta is not None
@@ -243,7 +252,9 @@ class Installer:
         """plan -> download -> verify -> switch. A delta is used when offered and ``patch`` is given."""
         if artifact is None and patch is None:
             raise ValueError("give an artifact source, a patch source, or both")
-        plan = self.plan(manifest_bytes, now=now, allow_delta=patch is not None)
+        plan = self.plan(
+            manifest_bytes, now=now, allow_delta=patch is not None, allow_full=artifact is not None
+        )
         return self._complete(plan, artifact=artifact, patch=patch)
 
     def resume(

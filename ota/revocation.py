@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from ota import keys
 from ota.canonical import canonical_bytes, encode_signed
@@ -32,8 +32,14 @@ class RevocationList(SignedModel):
     issuer_key_id: KeyIdHex
     signature: SignatureHex
 
+    _wire: bytes = PrivateAttr(default=b"")
+
     def is_revoked(self, key_id: str) -> bool:
         return key_id in self.revoked_key_ids
+
+    def to_bytes(self) -> bytes:
+        """The signed document exactly as accepted, for the device to persist and re-verify at boot."""
+        return self._wire or encode_signed(self.model_dump(mode="json"))
 
 
 def build_revocation_list(

@@ -49,6 +49,9 @@ from ota.slot_state import (
 
 DEFAULT_MAX_BOOT_ATTEMPTS = 3
 DEFAULT_CHECKPOINT_BYTES = 64 * 1024
+# Each checkpoint costs three fsyncs and one state-copy write (flash wear); a large image gets at
+# most this many, so its checkpoint interval grows with it (64 KiB minimum; 1 MiB for 32 MiB).
+MAX_CHECKPOINTS_PER_IMAGE = 32
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class SlotStore:
         self.max_boot_attempts = max_boot_attempts
         self.checkpoint_bytes = checkpoint_bytes
         self._state: StoreState | None = None
+        self._recovered = False  # load() had to rebuild the record: boot() reports it once
 
     @classmethod
     def for_profile(cls, root: Path | str, profile: HardwareProfile | str, **kwargs: int) -> SlotStore:
@@ -192,6 +196,7 @@ class SlotStore:
         )
         write_state(self.root, state)
         self._state = state
+        self._recovered = True
         return state
 
     # -- provisioning --------------------------------------------------------------------------------
@@ -229,7 +234,8 @@ class SlotStore:
         chosen slot's bytes against its record and falls back to the other slot if they differ.
         """
         st = self.load()
-        event: str | None = st.last_event if st.last_event and st.last_event.startswith("recovered") else None
+        event: str | None = st.last_event if self._recovered else None
+        self._recovered = False
         if st.trial:
             if st.boot_attempts >= self.max_boot_attempts:
                 event = f"reverted: trial not committed after {st.boot_attempts} boot attempts"
@@ -320,6 +326,9 @@ class SlotStore:
         p = self._pending()
         self._save(self.state, pending={**p.model_dump(), **changes})
 
+    def _interval(self, length: int) -> int:
+        return max(self.checkpoint_bytes, length // MAX_CHECKPOINTS_PER_IMAGE)
+
     def open_slot_writer(self) -> ResumableWriter:
         """Writer for the inactive slot, positioned at the durable offset of the pending update."""
         p = self._pending("downloading")
@@ -329,7 +338,7 @@ class SlotStore:
             self.slot_path(p.slot),
             progress=p.progress,
             expected_length=p.length,
-            checkpoint_bytes=self.checkpoint_bytes,
+            checkpoint_bytes=self._interval(p.length),
             persist=lambda prog: self._update_pending(progress=prog.model_dump()),
         )
 
@@ -341,7 +350,7 @@ class SlotStore:
             self.patch_path,
             progress=p.patch_progress,
             expected_length=p.patch.length,
-            checkpoint_bytes=self.checkpoint_bytes,
+            checkpoint_bytes=self._interval(p.patch.length),
             persist=lambda prog: self._update_pending(patch_progress=prog.model_dump()),
         )
 
@@ -407,6 +416,21 @@ class SlotStore:
         if not st.trial:
             raise InstallStateError("no trial to revert")
         self._revert(st, f"reverted: {reason}")
+
+    def rollback(self, reason: str) -> None:
+        """Server-ordered rollback: boot the previous image in the other slot, trial or committed.
+
+        The current release is refused like a reverted trial; the counter floor stays where it is
+        (it never decreases), so the next install needs a release newer than the one rolled back.
+        """
+        st = self.state
+        if st.trial:
+            self.revert(reason)
+            return
+        previous = other_slot(st.active)
+        if st.pending is not None or not self._slot_matches(previous, st.image(previous)):
+            raise InstallStateError("rollback refused: the other slot holds no verified previous model")
+        self._revert(st, f"rolled back: {reason}")
 
     def _revert(self, st: StoreState, reason: str) -> StoreState:
         bad = st.active

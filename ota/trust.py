@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ota import keys
-from ota.canonical import canonical_bytes, parse_document
+from ota.canonical import canonical_bytes, encode_signed, parse_document
 from ota.certificates import RELEASE_ROLE, KeyCertificate
 from ota.errors import (
     AgentTooOldError,
@@ -172,6 +172,7 @@ def accept_revocations(data: bytes, device: DeviceTrust) -> DeviceTrust:
         raise RevocationListError(f"revocation list signed by {rl.issuer_key_id[:16]}…, not a device root")
     if not keys.verify_signature(root, bytes.fromhex(rl.signature), canonical_bytes(doc)):
         raise RevocationListError("revocation list signature does not verify")
+    rl._wire = encode_signed(doc)
     held = device.revocations
     if held is not None:
         if rl.serial < held.serial:

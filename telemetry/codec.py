@@ -17,142 +17,60 @@ Wire forms (see docs/telemetry.md for the field-by-field layout):
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final, Literal
 
-import cbor2
 from pydantic import TypeAdapter, ValidationError
 
 from telemetry.errors import (
     DeviceMismatch,
     MalformedPayload,
-    PayloadTooLarge,
     SchemaViolation,
     TelemetryDecodeError,
     TelemetryEncodeError,
-    UnknownMessageType,
-    UnsupportedVersion,
     WrongChannel,
-    brief,
 )
-from telemetry.schemas import (
-    CHANNEL_OF_TYPE,
-    MESSAGE_CLASSES,
-    SUPPORTED_VERSIONS,
-    VARIANTS,
-    Message,
-    MetricsWindow,
-)
+from telemetry.schemas import CHANNEL_OF_TYPE, MESSAGE_CLASSES, Message, MetricsWindow
 from telemetry.topics import Channel, TopicError, parse_topic
 
-Codec = Literal["json", "cbor"]
-
-# Hard limit on either side of the wire. Every message's fields are bounded so that no valid message
-# comes near it (the largest, an UpdateAvailable with three 512-char URLs, is ~2 KB as JSON).
-MAX_PAYLOAD_BYTES: Final = 4096
-MAX_NESTING: Final = 8  # our deepest message nests 3 levels; anything deeper is hostile
-METRICS_TYPE_CODE: Final = 1  # element [1] of the positional CBOR array
-BINARY_WINDOW_TARGET_BYTES: Final = 256
+# The wire format's constants and framing live in telemetry.wire, shared with the device codec;
+# re-exported here because callers import them from the codec.
+from telemetry.wire import (
+    BINARY_WINDOW_TARGET_BYTES,
+    MAX_NESTING,
+    MAX_PAYLOAD_BYTES,
+    METRICS_LAYOUT,
+    METRICS_TYPE_CODE,
+    Codec,
+    check_size,
+    check_version_and_type,
+    dumps_cbor,
+    loads_cbor,
+    loads_json,
+    metrics_to_array,
+    payload_bytes,
+    sniff_codec,
+)
 
 _MESSAGE_ADAPTER: Final[TypeAdapter[Any]] = TypeAdapter(Message)
-_VARIANT_CODE: Final = {name: i for i, name in enumerate(VARIANTS)}
-
-# Positional layout of a metrics window (CBOR array). Index -> field; scaled fields noted.
-METRICS_LAYOUT: Final[tuple[str, ...]] = (
-    "v",
-    "type",  # METRICS_TYPE_CODE
-    "device_id",
-    "seq",
-    "window_start_s",
-    "window_len_s",
-    "duty_cycle",  # uint, x 10_000
-    "battery_pct",  # uint, x 10, or null
-    "battery_mv",
-    "charging",
-    "est_battery_life_min",
-    "inferences",
-    "positives",
-    "false_positives",
-    "latency_p50_us",
-    "latency_p95_us",
-    "latency_max_us",
-    "model",  # [name, version, variant code]
-    "fallback_level",
-    "input_feature",
-    "input_hist",
-    "output_hist",
-    "nonfinite_inputs",  # optional trailing (omitted when 0 and no shadow)
-    "shadow",  # optional trailing: null | [cand_version, samples, agreements, cand_pos, cand_fp, p50, p95]
-)
-_METRICS_REQUIRED: Final = METRICS_LAYOUT.index("nonfinite_inputs")
-_SHADOW_LAYOUT: Final = (
-    "candidate_version",
-    "samples",
-    "agreements",
-    "candidate_positives",
-    "candidate_false_positives",
-    "candidate_latency_p50_us",
-    "candidate_latency_p95_us",
-)
 
 
 # ----------------------------------------------------------------------------- encoding
-
-
-def _metrics_to_array(m: MetricsWindow) -> list[Any]:
-    arr: list[Any] = [
-        m.v,
-        METRICS_TYPE_CODE,
-        m.device_id,
-        m.seq,
-        m.window_start_s,
-        m.window_len_s,
-        round(m.duty_cycle * 10_000),
-        None if m.battery_pct is None else round(m.battery_pct * 10),
-        m.battery_mv,
-        m.charging,
-        m.est_battery_life_min,
-        m.inferences,
-        m.positives,
-        m.false_positives,
-        m.latency_p50_us,
-        m.latency_p95_us,
-        m.latency_max_us,
-        [m.model.name, m.model.version, _VARIANT_CODE[m.model.variant]],
-        m.fallback_level,
-        m.input_feature,
-        list(m.input_hist),
-        list(m.output_hist),
-    ]
-    # Trailing optional elements are left off when they carry nothing: bytes matter on BLE/LoRa links.
-    if m.shadow is not None:
-        s = m.shadow
-        arr += [m.nonfinite_inputs, [getattr(s, k) for k in _SHADOW_LAYOUT]]
-    elif m.nonfinite_inputs:
-        arr.append(m.nonfinite_inputs)
-    return arr
-
-
-def _check_size(data: bytes) -> bytes:
-    if len(data) > MAX_PAYLOAD_BYTES:
-        raise PayloadTooLarge(len(data), MAX_PAYLOAD_BYTES)
-    return data
 
 
 def encode_json(message: Any) -> bytes:
     """Compact JSON (UTF-8) of a message model."""
     if getattr(message, "type", None) not in MESSAGE_CLASSES:
         raise TelemetryEncodeError(f"not a telemetry message: {type(message).__name__}")
-    return _check_size(message.model_dump_json().encode())
+    return check_size(message.model_dump_json().encode())
 
 
 def encode_cbor(message: Any) -> bytes:
     """CBOR: positional array for metrics windows, map for everything else."""
     if isinstance(message, MetricsWindow):
-        return _check_size(cbor2.dumps(_metrics_to_array(message)))
+        return dumps_cbor(metrics_to_array(message))
     if getattr(message, "type", None) not in MESSAGE_CLASSES:
         raise TelemetryEncodeError(f"not a telemetry message: {type(message).__name__}")
-    return _check_size(cbor2.dumps(message.model_dump(mode="json")))
+    return dumps_cbor(message.model_dump(mode="json"))
 
 
 def encode(message: Any, codec: Codec = "cbor") -> bytes:
@@ -166,35 +84,6 @@ def encode(message: Any, codec: Codec = "cbor") -> bytes:
 # ----------------------------------------------------------------------------- decoding
 
 
-def _payload_bytes(payload: Any) -> bytes:
-    if isinstance(payload, (bytearray, memoryview)):
-        payload = bytes(payload)
-    if not isinstance(payload, bytes):
-        raise MalformedPayload(f"payload must be bytes, got {type(payload).__name__}")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadTooLarge(len(payload), MAX_PAYLOAD_BYTES)
-    if not payload:
-        raise MalformedPayload("empty payload")
-    return payload
-
-
-def _check_version_and_type(obj: Any) -> str:
-    """Version first (a v2 message may have any shape), then the discriminator."""
-    if not isinstance(obj, dict):
-        raise SchemaViolation(f"a message must be an object/map, got {type(obj).__name__}")
-    if "v" not in obj:
-        raise SchemaViolation("missing schema version field 'v'")
-    v = obj["v"]
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise SchemaViolation(f"schema version 'v' must be an integer, got {brief(v)}")
-    if v not in SUPPORTED_VERSIONS:
-        raise UnsupportedVersion(v, SUPPORTED_VERSIONS)
-    type_ = obj.get("type")
-    if not isinstance(type_, str) or type_ not in MESSAGE_CLASSES:
-        raise UnknownMessageType(type_)
-    return type_
-
-
 def _violation(exc: ValidationError) -> SchemaViolation:
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
     first = errors[0] if errors else {"loc": (), "msg": str(exc)}
@@ -206,7 +95,7 @@ def _violation(exc: ValidationError) -> SchemaViolation:
 
 
 def _validate_python(obj: Any) -> Any:
-    _check_version_and_type(obj)
+    check_version_and_type(obj)
     try:
         return _MESSAGE_ADAPTER.validate_python(obj)
     except ValidationError as exc:
@@ -216,10 +105,9 @@ def _validate_python(obj: Any) -> Any:
 
 
 def decode_json(payload: bytes) -> Any:
-    data = _payload_bytes(payload)
     try:
         # Fast path: pydantic parses and validates in one go (Rust); diagnose only on failure.
-        message = _MESSAGE_ADAPTER.validate_json(data)
+        message = _MESSAGE_ADAPTER.validate_json(payload_bytes(payload))
         if "v" not in message.model_fields_set:  # `v` has a default for constructors, not on the wire
             raise SchemaViolation("missing schema version field 'v'")
         return message
@@ -227,106 +115,11 @@ def decode_json(payload: bytes) -> Any:
         pass
     except RecursionError:
         raise MalformedPayload("payload nests too deeply") from None
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int-digit limit
-        raise MalformedPayload(f"not valid JSON: {exc}"[:300]) from None
-    return _validate_python(obj)
-
-
-def _unscale(value: Any, scale: int, limit: int, field: str) -> float:
-    """Scaled integer -> float; anything else in a scaled slot is an error (a float would be mis-scaled)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SchemaViolation(
-            f"metrics field {field!r} must be an integer scaled by {scale}, got {brief(value)}"
-        )
-    if not 0 <= value <= limit * scale:  # also keeps huge bignums away from int/int -> OverflowError
-        raise SchemaViolation(f"metrics field {field!r}: scaled value out of range 0..{limit * scale}")
-    return value / scale
-
-
-def _metrics_from_array(arr: list[Any]) -> dict[str, Any]:
-    if len(arr) < _METRICS_REQUIRED:
-        raise SchemaViolation(f"metrics array has {len(arr)} elements, needs at least {_METRICS_REQUIRED}")
-    obj: dict[str, Any] = dict(zip(METRICS_LAYOUT, arr, strict=False))  # extra trailing elements ignored
-    obj["type"] = "metrics"
-    obj["duty_cycle"] = _unscale(obj["duty_cycle"], 10_000, 1, "duty_cycle")
-    if obj["battery_pct"] is not None:
-        obj["battery_pct"] = _unscale(obj["battery_pct"], 10, 100, "battery_pct")
-    model = obj["model"]
-    if not (isinstance(model, list) and len(model) == 3):
-        raise SchemaViolation("metrics element 'model' must be [name, version, variant_code]")
-    code = model[2]
-    if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code < len(VARIANTS):
-        raise SchemaViolation(f"unknown model variant code {brief(code)}")
-    obj["model"] = {"name": model[0], "version": model[1], "variant": VARIANTS[code]}
-    shadow = obj.get("shadow")
-    if shadow is not None:
-        if not isinstance(shadow, list) or len(shadow) < len(_SHADOW_LAYOUT):
-            raise SchemaViolation("metrics element 'shadow' must be null or a 7-element array")
-        obj["shadow"] = dict(zip(_SHADOW_LAYOUT, shadow, strict=False))
-    return obj
-
-
-_PLAIN_TYPES: Final = frozenset({dict, list, str, int, float, bool, type(None)})
-
-
-def _reject_foreign_items(obj: Any) -> None:
-    """Our CBOR uses no semantic tags, byte strings or simple values; cbor2 would turn tags into
-    datetimes, Decimals, sets... which pydantic might accept as numbers. Refuse them up front."""
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind not in _PLAIN_TYPES:
-            raise SchemaViolation(
-                f"CBOR item of type {kind.__name__} is not allowed (tags, bytes, simple values)"
-            )
-        if kind is list:
-            stack.extend(item)
-        elif kind is dict:
-            stack.extend(item.keys())
-            stack.extend(item.values())
+    return _validate_python(loads_json(payload))
 
 
 def decode_cbor(payload: bytes) -> Any:
-    data = _payload_bytes(payload)
-    try:
-        obj = cbor2.loads(
-            data,
-            max_depth=MAX_NESTING,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-            strict_hashable_types=True,
-        )
-    except Exception as exc:  # cbor2 raises CBORDecodeError, but also e.g. ValueError from tag decoders
-        raise MalformedPayload(f"not valid CBOR: {type(exc).__name__}: {exc}"[:300]) from None
-    _reject_foreign_items(obj)
-    if isinstance(obj, list):
-        if len(obj) < 2:
-            raise SchemaViolation("positional message needs at least [v, type_code]")
-        v, code = obj[0], obj[1]
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise SchemaViolation(f"schema version must be an integer, got {brief(v)}")
-        if v not in SUPPORTED_VERSIONS:
-            raise UnsupportedVersion(v, SUPPORTED_VERSIONS)
-        if isinstance(code, bool) or not isinstance(code, int) or code != METRICS_TYPE_CODE:
-            raise UnknownMessageType(code)
-        obj = _metrics_from_array(obj)
-    return _validate_python(obj)
-
-
-def sniff_codec(payload: bytes) -> Codec:
-    """JSON messages are objects (first non-blank byte ``{``); our CBOR is a map or array (0x80-0xbf)."""
-    data = _payload_bytes(payload)
-    first = data.lstrip(b" \t\r\n")[:1]
-    if first == b"{":
-        return "json"
-    if 0x80 <= data[0] <= 0xBF:
-        return "cbor"
-    raise MalformedPayload(
-        f"payload starts with byte 0x{data[0]:02x}: neither a JSON object nor a CBOR map/array"
-    )
+    return _validate_python(loads_cbor(payload))
 
 
 def decode(
@@ -373,8 +166,10 @@ def binary_window_fits(message: MetricsWindow) -> bool:
 
 __all__ = [
     "BINARY_WINDOW_TARGET_BYTES",
+    "MAX_NESTING",
     "MAX_PAYLOAD_BYTES",
     "METRICS_LAYOUT",
+    "METRICS_TYPE_CODE",
     "Codec",
     "TelemetryDecodeError",
     "binary_window_fits",

@@ -23,38 +23,46 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from telemetry.topics import DEVICE_ID_MAX_LEN, DEVICE_ID_PATTERN, Channel
 
-SCHEMA_VERSION: Final = 1
-SUPPORTED_VERSIONS: Final = frozenset({SCHEMA_VERSION})
-
-U8_MAX: Final = 255
-U16_MAX: Final = 65_535
-U32_MAX: Final = 4_294_967_295
-MAX_HIST_BINS: Final = 16  # per histogram in a metrics window; keeps a window under 256 bytes of CBOR
-
-
-def _round4(x: float) -> float:
-    return round(x, 4)
-
-
-def _round1(x: float) -> float:
-    return round(x, 1)
-
+# Limits, patterns and enumerations of the wire format are defined once, in the pydantic-free
+# telemetry.wire (the device codec uses them too); re-exported here for existing importers.
+from telemetry.wire import CHANNEL_OF_TYPE as _WIRE_CHANNEL_OF_TYPE
+from telemetry.wire import (
+    IDENT_PATTERN,
+    MAX_FALLBACK_LEVEL,
+    MAX_HIST_BINS,
+    MODEL_NAME_PATTERN,
+    NAME_PATTERN,
+    SCHEMA_VERSION,
+    SHA256_PATTERN,
+    TEXT_MAX_LEN,
+    U8_MAX,
+    U16_MAX,
+    U32_MAX,
+    URL_MAX_LEN,
+    URL_PATTERN,
+    quantise_fraction,
+    quantise_percent,
+)
+from telemetry.wire import (
+    SUPPORTED_VERSIONS as SUPPORTED_VERSIONS,
+)
 
 DeviceId = Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN, max_length=DEVICE_ID_MAX_LEN)]
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,31}$")]  # hw class, codes
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]  # hw class, codes
 # Model names are shorter: they ride in every metrics window (256-byte budget).
-ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,23}$")]
-Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")]  # cmd/release ids
-Text = Annotated[str, StringConstraints(max_length=256)]  # human-readable reason / message
-Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=512)]
-Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
+Ident = Annotated[str, StringConstraints(pattern=IDENT_PATTERN)]  # cmd/release ids
+Text = Annotated[str, StringConstraints(max_length=TEXT_MAX_LEN)]  # human-readable reason / message
+Url = Annotated[str, StringConstraints(pattern=URL_PATTERN, max_length=URL_MAX_LEN)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
 U8 = Annotated[int, Field(ge=0, le=U8_MAX)]
 U16 = Annotated[int, Field(ge=0, le=U16_MAX)]
 U32 = Annotated[int, Field(ge=0, le=U32_MAX)]
 UnixSeconds = Annotated[int, Field(ge=0, le=U32_MAX)]  # good until 2106
-Fraction = Annotated[float, Field(ge=0.0, le=1.0), AfterValidator(_round4)]  # sent as x*10_000
-Percent = Annotated[float, Field(ge=0.0, le=100.0), AfterValidator(_round1)]  # sent as x*10
-FallbackLevel = Annotated[int, Field(ge=0, le=15)]  # 0 = primary model, higher = further down the chain
+Fraction = Annotated[float, Field(ge=0.0, le=1.0), AfterValidator(quantise_fraction)]  # sent as x*10_000
+Percent = Annotated[float, Field(ge=0.0, le=100.0), AfterValidator(quantise_percent)]  # sent as x*10
+# 0 = primary model, higher = further down the chain
+FallbackLevel = Annotated[int, Field(ge=0, le=MAX_FALLBACK_LEVEL)]
 
 # "rule" is the non-ML last resort of a fallback chain (no model loaded).
 Variant = Literal["float32", "float16", "dynamic_int8", "full_int8", "rule"]
@@ -334,19 +342,7 @@ MESSAGE_CLASSES: Final[dict[str, type[_Message]]] = {
     )
 }
 
-CHANNEL_OF_TYPE: Final[dict[str, Channel]] = {
-    "metrics": "telemetry",
-    "status": "status",
-    "fallback_switched": "events",
-    "ota_state_changed": "events",
-    "error": "events",
-    "ota_status": "ota",
-    "cmd.update": "cmd",
-    "cmd.rollback": "cmd",
-    "cmd.shadow": "cmd",
-    "cmd.fallback_policy": "cmd",
-    "cmd.ping": "cmd",
-}
+CHANNEL_OF_TYPE: Final[dict[str, Channel]] = _WIRE_CHANNEL_OF_TYPE  # type: ignore[assignment]
 
 
 def channel_of(message: Any) -> Channel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -13,6 +14,10 @@ from converters.reference.model_zoo import ModelRecipe
 
 if TYPE_CHECKING:
     import keras
+
+# oneDNN's fused CPU kernels change float rounding, hence trained weights; off unless the caller chose.
+# Only effective when set before TensorFlow is first imported (this module imports it lazily).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 @dataclass(frozen=True)

@@ -48,11 +48,16 @@ class LiteRTRuntime(Runtime):
     def load(self, model: bytes | str | Path, *, ram_bytes: int | None = None) -> None:
         """Load ``model``; ``ram_bytes`` (the report's tensor RAM) is checked against the budget first."""
         data = read_model_bytes(model)
-        if self._ram_budget is not None and ram_bytes is not None and ram_bytes + len(data) > self._ram_budget:
+        if (
+            self._ram_budget is not None
+            and ram_bytes is not None
+            and ram_bytes + len(data) > self._ram_budget
+        ):
             raise ModelDoesNotFit(
                 f"litert: model needs {ram_bytes + len(data)} B (tensors {ram_bytes} + model {len(data)}), "
                 f"budget is {self._ram_budget} B",
-                needed_bytes=ram_bytes + len(data), budget_bytes=self._ram_budget,
+                needed_bytes=ram_bytes + len(data),
+                budget_bytes=self._ram_budget,
             )
         cls = interpreter_class()
         try:

@@ -38,7 +38,8 @@ def arena_for(measured_arena_bytes: int, io_bytes: int, budget_bytes: int) -> in
         raise ModelDoesNotFit(
             f"tflm: model needs {needed} B (arena {measured_arena_bytes} + I/O {io_bytes}), "
             f"RAM budget is {budget_bytes} B",
-            needed_bytes=needed, budget_bytes=budget_bytes,
+            needed_bytes=needed,
+            budget_bytes=budget_bytes,
         )
     margin = max(ARENA_MARGIN_MIN_BYTES, int(measured_arena_bytes * ARENA_MARGIN_FRACTION))
     return min(measured_arena_bytes + margin, budget_bytes - io_bytes)
@@ -56,9 +57,7 @@ class TflmRuntime(Runtime):
         self._out: TensorSpec | None = None
         self.arena_bytes: int | None = None
 
-    def load(
-        self, model: bytes | str | Path, *, arena_bytes: int | None = None, io_bytes: int = 0
-    ) -> None:
+    def load(self, model: bytes | str | Path, *, arena_bytes: int | None = None, io_bytes: int = 0) -> None:
         """Load ``model`` with the converter's measured ``arena_bytes`` (required) and I/O bytes."""
         data = read_model_bytes(model)
         if arena_bytes is None:

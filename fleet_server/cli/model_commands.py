@@ -127,11 +127,11 @@ def convert(
 
     from converters.config import ConversionConfig, TaskInfo
     from converters.errors import (
-        CalibrationDataError,
         ConversionError,
-        EvaluationDataError,
-        ModelLoadError,
-        OutputExistsError,
+        NoHardwareFitError,
+        TflmProbeError,
+        UnsupportedOpError,
+        VariantBuildError,
     )
 
     try:
@@ -146,6 +146,8 @@ def convert(
             profiles=tuple(_csv(profiles)) if profiles else None,
         )
         task = None
+        if positive_classes and not class_names:
+            raise CliInputError("--positive-classes needs --class-names (one name per model output)")
         if class_names or positive_classes:
             ids = [int(v) for v in _csv(positive_classes) or []]
             task = TaskInfo(class_names=_csv(class_names) or [], positive_class_ids=ids)
@@ -157,7 +159,8 @@ def convert(
 
     from converters.pipeline import convert_model
 
-    input_errors = (ModelLoadError, CalibrationDataError, EvaluationDataError, OutputExistsError)
+    # The model itself cannot be deployed -> 1; everything else is something wrong with the input -> 2.
+    undeployable = (UnsupportedOpError, NoHardwareFitError, VariantBuildError, TflmProbeError)
     try:
         with _stdout_to_stderr(json_output), _progress(json_output) as on_progress:
             report = convert_model(
@@ -172,10 +175,10 @@ def convert(
                 task=task,
                 progress=on_progress,
             )
-    except input_errors as exc:
-        raise _fail(str(exc), 2) from None
-    except ConversionError as exc:
+    except undeployable as exc:
         raise _fail(f"{type(exc).__name__}: {exc}", 1) from None
+    except ConversionError as exc:
+        raise _fail(str(exc), 2) from None
 
     if json_output:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")

@@ -71,6 +71,7 @@ def build_chains(
 ) -> dict[str, ChainReport]:
     """Build each task's chain into out/<task>; a Rich progress bar on ``console`` unless None."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # same trained weights as `make` and the tests
     from converters.reference.chain import build_reference_chain
 
     reports: dict[str, ChainReport] = {}

@@ -96,3 +96,14 @@ def test_device_side_modules_do_not_import_tensorflow() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_logit_outputs_get_a_softmax_first() -> None:
+    from converters.baselines import looks_like_probabilities
+
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    assert not looks_like_probabilities(logits)
+    assert looks_like_probabilities(np.array([[0.7, 0.2, 0.1]]))
+    spec = make_output_score_spec(3, None, apply_softmax=True)
+    expected0 = np.exp(2.0) / (np.exp(2.0) + 1.0 + np.exp(-1.0))
+    np.testing.assert_allclose(output_score(logits, spec), [expected0, 1 / 3])

@@ -66,6 +66,9 @@ def _args(f: dict[str, Path], **override: str | None) -> list[str]:
         ({"--eval": None}, "evaluation data missing"),
         ({"--max-drop-pp": "-1"}, "invalid option"),
         ({"--profiles": "cray-1"}, "unknown hardware profiles"),
+        ({"--class-names": "a,b,c"}, "task names 3 classes but the model outputs 10"),
+        ({"--positive-classes": "1"}, "--positive-classes needs --class-names"),
+        ({"--class-names": ",".join("0123456789"), "--positive-classes": "x"}, "invalid option"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(files, override: dict[str, str | None], message: str) -> None:

@@ -58,7 +58,9 @@ def build_test_chain(out: Path) -> Path:
     from converters.reference.digits import load_digits_task
 
     data = load_digits_task(0)
-    task = TaskInfo(class_names=list(data.class_names), positive_class_ids=[POSITIVE_DIGIT], score_threshold=0.5)
+    task = TaskInfo(
+        class_names=list(data.class_names), positive_class_ids=[POSITIVE_DIGIT], score_threshold=0.5
+    )
     config = ConversionConfig(latency_warmup_runs=1, latency_runs=5, tflm_eval_size=40, golden_size=16)
     entries = []
     for rank, (name, (build, epochs)) in enumerate(_build_models().items()):
@@ -66,28 +68,58 @@ def build_test_chain(out: Path) -> Path:
         model = build(tuple(data.x_train.shape[1:]))
         model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
         model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=64, verbose=0)
-        rep = convert_model(model, data.x_cal, data.x_eval, data.y_eval, name=f"digits_{name}", version="1.0.0",
-                            out_dir=out / name, config=config, task=task)
+        rep = convert_model(
+            model,
+            data.x_cal,
+            data.x_eval,
+            data.y_eval,
+            name=f"digits_{name}",
+            version="1.0.0",
+            out_dir=out / name,
+            config=config,
+            task=task,
+        )
         int8 = rep.variants["full_int8"]
         arena = rep.tflm.arena_bytes if rep.tflm else None
-        entries.append(ChainEntry(
-            rank=rank, name=name, description=name, artifact_dir=name, parameters=rep.model.parameters,
-            float32_bytes=rep.variants["float32"].bytes, full_int8_bytes=int8.bytes,
-            full_int8_latency_steady_us=int8.latency_steady_us, tflm_arena_bytes=arena,
-            cost=float(3 - rank), float_accuracy=rep.model.float_accuracy,
-            full_int8_accuracy=int8.accuracy, full_int8_delta_pp=int8.accuracy_delta_pp,
-            full_int8_status=int8.status, full_int8_rejection_reason=int8.rejection_reason,
-            tflm_accuracy=rep.tflm.accuracy if rep.tflm else None,
-            default_variants={p: f.default_variant for p, f in rep.hardware_fit.items()},
-            measurements=EntryMeasurements(train_seconds=0.0, convert_seconds=0.0, stream_eval_seconds=0.0),
-        ))
+        entries.append(
+            ChainEntry(
+                rank=rank,
+                name=name,
+                description=name,
+                artifact_dir=name,
+                parameters=rep.model.parameters,
+                float32_bytes=rep.variants["float32"].bytes,
+                full_int8_bytes=int8.bytes,
+                full_int8_latency_steady_us=int8.latency_steady_us,
+                tflm_arena_bytes=arena,
+                cost=float(3 - rank),
+                float_accuracy=rep.model.float_accuracy,
+                full_int8_accuracy=int8.accuracy,
+                full_int8_delta_pp=int8.accuracy_delta_pp,
+                full_int8_status=int8.status,
+                full_int8_rejection_reason=int8.rejection_reason,
+                tflm_accuracy=rep.tflm.accuracy if rep.tflm else None,
+                default_variants={p: f.default_variant for p, f in rep.hardware_fit.items()},
+                measurements=EntryMeasurements(
+                    train_seconds=0.0, convert_seconds=0.0, stream_eval_seconds=0.0
+                ),
+            )
+        )
     ChainReport(
-        task="digits", version="1.0.0", seed=0,
-        metadata=TaskMetadata(task="digits", class_names=list(data.class_names),
-                              positive_class_ids=[POSITIVE_DIGIT], score_threshold=0.5,
-                              input_shape=list(data.x_train.shape[1:])),
+        task="digits",
+        version="1.0.0",
+        seed=0,
+        metadata=TaskMetadata(
+            task="digits",
+            class_names=list(data.class_names),
+            positive_class_ids=[POSITIVE_DIGIT],
+            score_threshold=0.5,
+            input_shape=list(data.x_train.shape[1:]),
+        ),
         entries=entries,
-        measurements=ChainMeasurements(created_at=0.0, total_seconds=0.0, train_seconds=0.0, convert_seconds=0.0),
+        measurements=ChainMeasurements(
+            created_at=0.0, total_seconds=0.0, train_seconds=0.0, convert_seconds=0.0
+        ),
     ).write(out)
     return out
 

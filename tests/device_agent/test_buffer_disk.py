@@ -290,3 +290,20 @@ def test_sigkill_during_appends_loses_nothing_that_was_acknowledged_as_stored(tm
     got = drain(DiskBuffer(tmp_path, FAST))
     assert got[: last + 1] == list(range(last + 1))
     assert got == list(range(len(got)))
+
+
+@pytest.mark.parametrize("leftover", [b"TFBUF\x01\r\n", b"TFB", b""],
+                         ids=["header only", "torn header", "empty"])
+def test_crash_right_after_creating_a_segment_is_recovered(tmp_path: Path, leftover: bytes) -> None:
+    buf = DiskBuffer(tmp_path, FAST)
+    for i in range(3):
+        buf.append("t/a", payload(i))
+    next_seq = buf.stats().next_seq
+    buf.close()
+    (tmp_path / f"{next_seq:016x}{SEGMENT_SUFFIX}").write_bytes(leftover)
+    buf = DiskBuffer(tmp_path, FAST)
+    for i in range(3, 6):
+        buf.append("t/a", payload(i))
+    assert buf.stats().bytes_on_disk == sum(p.stat().st_size for p in segments(tmp_path))
+    buf.close()
+    assert drain(DiskBuffer(tmp_path, FAST)) == [0, 1, 2, 3, 4, 5]

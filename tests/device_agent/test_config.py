@@ -60,14 +60,28 @@ def test_minimal_config(tmp_path: Path) -> None:
         ('device_id = "d1"\nhardware_class = "cortex-m4f"\n', "model_dir"),
         ('device_id = "d1"\nhardware_class = "z80"\nmodel_dir = "m"\n', "unknown hardware class 'z80'"),
         ('device_id = "bad id/with+slash"\nhardware_class = "pi-4"\nmodel_dir = "m"\n', "device_id"),
-        ('device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\n[broker]\nurl = "http://x"\n', "broker.url"),
-        ('device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\n[broker]\npassword = "a"\n'
-         'password_file = "f"\n', "either password or password_file"),
-        ('device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\n[loop]\nwindow_s = 0\n', "loop.window_s"),
+        (
+            'device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\n[broker]\nurl = "http://x"\n',
+            "broker.url",
+        ),
+        (
+            'device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\n[broker]\npassword = "a"\n'
+            'password_file = "f"\n',
+            "either password or password_file",
+        ),
+        (
+            'device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\n[loop]\nwindow_s = 0\n',
+            "loop.window_s",
+        ),
         ('device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\ncolour = "red"\n', "colour"),
-        ('device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\n[fallback]\nlatency_windows = 0\n',
-         "fallback.latency_windows"),
-        ('device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\nserver_url = "ftp://x"\n', "server_url"),
+        (
+            'device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\n[fallback]\nlatency_windows = 0\n',
+            "fallback.latency_windows",
+        ),
+        (
+            'device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\nserver_url = "ftp://x"\n',
+            "server_url",
+        ),
         ("device_id = [unclosed", "not valid TOML"),
     ],
 )

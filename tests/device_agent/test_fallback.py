@@ -13,10 +13,23 @@ from device_agent.fallback import (
 )
 
 
-def obs(*, p95: int = 100, battery: float | None = 80.0, charging: bool = False, positives: int = 0,
-        fps: int = 0, inferences: int = 60) -> WindowObservation:
-    return WindowObservation(inferences=inferences, latency_p95_us=p95, positives=positives,
-                             false_positives=fps, battery_pct=battery, charging=charging)
+def obs(
+    *,
+    p95: int = 100,
+    battery: float | None = 80.0,
+    charging: bool = False,
+    positives: int = 0,
+    fps: int = 0,
+    inferences: int = 60,
+) -> WindowObservation:
+    return WindowObservation(
+        inferences=inferences,
+        latency_p95_us=p95,
+        positives=positives,
+        false_positives=fps,
+        battery_pct=battery,
+        charging=charging,
+    )
 
 
 def drive(policy: FallbackPolicy, o: WindowObservation, n: int) -> list[FallbackEvent]:
@@ -65,7 +78,9 @@ def test_battery_low_steps_down_one_level_per_window_and_recovers_with_hysteresi
     assert p.level == 2
     up = drive(p, obs(battery=30), 4)
     assert [(e.from_level, e.to_level, e.reason) for e in up] == [
-        (2, 1, SwitchReason.RECOVERED), (1, 0, SwitchReason.RECOVERED)]
+        (2, 1, SwitchReason.RECOVERED),
+        (1, 0, SwitchReason.RECOVERED),
+    ]
 
 
 def test_charging_clears_the_battery_condition() -> None:
@@ -152,3 +167,13 @@ def test_thresholds_reject_nonsense() -> None:
         FallbackThresholds(latency_windows=0)
     with pytest.raises(ValueError):
         FallbackThresholds(max_false_positive_rate=1.5)
+
+
+def test_policy_does_not_climb_above_a_level_it_was_told_to_run() -> None:
+    p = FallbackPolicy(3, FallbackThresholds(min_battery_pct=20, recover_windows=1))
+    p.follow(1)  # e.g. an operator reverted to the level-1 model
+    assert drive(p, obs(battery=90), 5) == []
+    ev = drive(p, obs(battery=10), 1)
+    assert ev[0].to_level == 2
+    up = drive(p, obs(battery=90), 5)
+    assert [(e.from_level, e.to_level) for e in up] == [(2, 1)]

@@ -14,7 +14,7 @@ from firmware_stubs.hardware_profiles import CORTEX_M4F, ESP32_S3, PI_4, PI_ZERO
 
 
 @pytest.mark.parametrize("profile", [PI_ZERO_2W, CORTEX_M4F], ids=lambda p: p.name)
-def test_good_model_passes_on_both_runtimes(chain_dir: Path, profile) -> None:  # noqa: ANN001
+def test_good_model_passes_on_both_runtimes(chain_dir: Path, profile) -> None:
     art = ModelArtifact.from_dir(chain_dir / "mlp", profile)
     res = run_health_check(art, profile, max_latency_us=1e9)
     assert res.passed, res.reason
@@ -79,11 +79,16 @@ def test_missing_or_corrupt_golden_fails_with_reason(chain_dir: Path, tmp_path: 
 
 def test_golden_with_wrong_shapes_fails(chain_dir: Path, tmp_path: Path) -> None:
     d = _copy(chain_dir, tmp_path)
-    np.savez(d / "golden.npz", inputs=np.zeros((4, 8, 8, 1), np.float32),
-             float_outputs=np.zeros((3, 10), np.float32))
+    np.savez(
+        d / "golden.npz",
+        inputs=np.zeros((4, 8, 8, 1), np.float32),
+        float_outputs=np.zeros((3, 10), np.float32),
+    )
     res = run_health_check(ModelArtifact.from_dir(d, PI_ZERO_2W), PI_ZERO_2W)
     assert res.failed_check == "golden" and "do not pair up" in (res.reason or "")
-    np.savez(d / "golden.npz", inputs=np.zeros((2, 4, 4), np.float32), float_outputs=np.zeros((2, 10), np.float32))
+    np.savez(
+        d / "golden.npz", inputs=np.zeros((2, 4, 4), np.float32), float_outputs=np.zeros((2, 10), np.float32)
+    )
     res = run_health_check(ModelArtifact.from_dir(d, PI_ZERO_2W), PI_ZERO_2W)
     assert res.failed_check == "golden" and "takes (8, 8, 1)" in (res.reason or "")
 

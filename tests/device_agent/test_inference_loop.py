@@ -21,19 +21,33 @@ from firmware_stubs.sensors import make_stream
 from telemetry.schemas import FallbackSwitched, MetricsWindow
 
 
-def make_loop(chain_dir: Path, flash: Path, profile: HardwareProfile = PI_ZERO_2W, *,
-              thresholds: FallbackThresholds | None = None, battery: BatterySpec | None = None,
-              charging: PluggedIn | None = None, period: float = 1.0, window: float = 60.0,
-              stream: StreamConfig | None = None) -> tuple[InferenceLoop, SimulatedBoard, list, list]:
-    board = make_simulated_board(profile, task="digits", flash_root=flash, battery=battery, charging=charging,
-                                 stream_config=stream)
+def make_loop(
+    chain_dir: Path,
+    flash: Path,
+    profile: HardwareProfile = PI_ZERO_2W,
+    *,
+    thresholds: FallbackThresholds | None = None,
+    battery: BatterySpec | None = None,
+    charging: PluggedIn | None = None,
+    period: float = 1.0,
+    window: float = 60.0,
+    stream: StreamConfig | None = None,
+) -> tuple[InferenceLoop, SimulatedBoard, list, list]:
+    board = make_simulated_board(
+        profile, task="digits", flash_root=flash, battery=battery, charging=charging, stream_config=stream
+    )
     chain = ModelChain.from_dir(chain_dir)
     windows: list[MetricsWindow] = []
     events: list[FallbackSwitched] = []
-    loop = InferenceLoop(board, ModelManager(profile, chain), device_id="dev-7", sink=windows.append,
-                         event_sink=events.append,
-                         policy=FallbackPolicy(len(chain), thresholds or FallbackThresholds(min_battery_pct=None)),
-                         config=LoopConfig(sample_period_s=period, window_s=window))
+    loop = InferenceLoop(
+        board,
+        ModelManager(profile, chain),
+        device_id="dev-7",
+        sink=windows.append,
+        event_sink=events.append,
+        policy=FallbackPolicy(len(chain), thresholds or FallbackThresholds(min_battery_pct=None)),
+        config=LoopConfig(sample_period_s=period, window_s=window),
+    )
     loop.start()
     return loop, board, windows, events
 
@@ -55,7 +69,9 @@ def test_windows_every_w_seconds_count_every_sample_once(chain_dir: Path, flash_
     assert sum(w.positives for w in windows) == sum(r.positive for r in results)
 
 
-def test_histograms_match_the_converters_binning_of_the_same_samples(chain_dir: Path, flash_root: Path) -> None:
+def test_histograms_match_the_converters_binning_of_the_same_samples(
+    chain_dir: Path, flash_root: Path
+) -> None:
     loop, _, windows, _ = make_loop(chain_dir, flash_root)
     loop.run(steps=200)
     loop.close_window()
@@ -66,22 +82,29 @@ def test_histograms_match_the_converters_binning_of_the_same_samples(chain_dir: 
     stream = make_stream("digits")
     xs = np.stack([stream.read(float(i)).window for i in range(200)])
     feats = feature_summary(xs, base.feature_spec)[:, k]
-    assert np.array_equal(np.sum([w.input_hist for w in windows], axis=0), bin_counts(feats, base.features[k].edges))
+    assert np.array_equal(
+        np.sum([w.input_hist for w in windows], axis=0), bin_counts(feats, base.features[k].edges)
+    )
     rt = LiteRTRuntime()
     rt.load(art.model_bytes)
     scores = np.array([max(rt.invoke(x).scores[i] for i in base.output_score_spec.class_ids) for x in xs])
-    assert np.array_equal(np.sum([w.output_hist for w in windows], axis=0),
-                          bin_counts(scores, base.output_score.edges))
+    assert np.array_equal(
+        np.sum([w.output_hist for w in windows], axis=0), bin_counts(scores, base.output_score.edges)
+    )
 
 
-def test_energy_of_inference_is_charged_to_the_battery(chain_dir: Path, flash_root: Path, tmp_path: Path) -> None:
+def test_energy_of_inference_is_charged_to_the_battery(
+    chain_dir: Path, flash_root: Path, tmp_path: Path
+) -> None:
     loop, board, windows, _ = make_loop(chain_dir, flash_root, CORTEX_M4F)
     loop.run(steps=300)
     loop.close_window()
     report = board.power_report()
     assert report.active_s > 0
     # Window duty cycles add up to the on-target active time the power model was given.
-    assert sum(w.duty_cycle * w.window_len_s for w in windows) == pytest.approx(report.active_s, rel=0.05, abs=0.1)
+    assert sum(w.duty_cycle * w.window_len_s for w in windows) == pytest.approx(
+        report.active_s, rel=0.05, abs=0.1
+    )
     idle = make_simulated_board(CORTEX_M4F, task="digits", flash_root=tmp_path / "idle")
     idle.clock.advance(board.clock.monotonic())
     assert board.battery().percent < idle.battery().percent
@@ -99,9 +122,14 @@ def test_mcu_starts_on_the_first_model_that_fits_and_says_why(chain_dir: Path, f
 
 def test_low_battery_steps_down_and_charging_brings_it_back(chain_dir: Path, flash_root: Path) -> None:
     t = FallbackThresholds(min_battery_pct=20, battery_margin_pct=5, recover_windows=2)
-    loop, board, windows, events = make_loop(
-        chain_dir, flash_root, thresholds=t, battery=BatterySpec(capacity_mah=10_000, initial_percent=19),
-        charging=PluggedIn(charge_ma=200_000, from_s=300), window=60)
+    loop, _board, windows, events = make_loop(
+        chain_dir,
+        flash_root,
+        thresholds=t,
+        battery=BatterySpec(capacity_mah=10_000, initial_percent=19),
+        charging=PluggedIn(charge_ma=200_000, from_s=300),
+        window=60,
+    )
     loop.run(until_s=900)
     reasons = [(e.from_level, e.to_level, e.reason) for e in events]
     assert reasons[:2] == [(0, 1, "battery"), (1, 2, "battery")]
@@ -132,9 +160,9 @@ def test_sensor_fault_is_counted_not_inferred(chain_dir: Path, flash_root: Path)
 
 
 def test_false_positive_feedback_lands_in_windows(chain_dir: Path, flash_root: Path) -> None:
-    loop, board, windows, _ = make_loop(chain_dir, flash_root)
+    loop, _board, windows, _ = make_loop(chain_dir, flash_root)
     loop.manager.activate(1)
-    # A trigger-happy threshold: some digit-0 calls are wrong; users report every false wake (default feedback).
+    # A trigger-happy threshold: some digit-0 calls are wrong; users report every false wake.
     loop.rule = loop.rule.model_copy(update={"score_threshold": 0.02})
     results = [loop.step() for _ in range(400)]
     loop.step()  # polls the feedback of the last sample

@@ -71,11 +71,15 @@ def test_tampered_model_file_is_refused_by_hash(chain_dir: Path, tmp_path: Path)
     [
         (lambda d: (d / "chain.json").unlink(), "cannot read chain"),
         (lambda d: (d / "chain.json").write_text("{not json"), "not a valid chain.json"),
-        (lambda d: (d / "chain.json").write_text(json.dumps({**json.loads((d / "chain.json").read_text()),
-                                                             "entries": []})), "no entries"),
+        (
+            lambda d: (d / "chain.json").write_text(
+                json.dumps({**json.loads((d / "chain.json").read_text()), "entries": []})
+            ),
+            "no entries",
+        ),
     ],
 )
-def test_bad_chain_files(chain_dir: Path, tmp_path: Path, mutate, match: str) -> None:  # noqa: ANN001
+def test_bad_chain_files(chain_dir: Path, tmp_path: Path, mutate, match: str) -> None:
     d = _copy_chain(chain_dir, tmp_path)
     before = {p: p.read_bytes() for p in (d / "mlp").iterdir() if p.is_file()}
     mutate(d)
@@ -169,8 +173,9 @@ def test_hot_swap_from_another_thread_loses_and_repeats_nothing(
     assert len(set(generations)) > 1 and m.generation == 1 + swaps
 
 
-def test_failed_load_leaves_the_active_model(chain_dir: Path, tmp_path: Path,
-                                             digits_eval: tuple[np.ndarray, np.ndarray]) -> None:
+def test_failed_load_leaves_the_active_model(
+    chain_dir: Path, tmp_path: Path, digits_eval: tuple[np.ndarray, np.ndarray]
+) -> None:
     d = _copy_chain(chain_dir, tmp_path)
     (d / "linear" / "full_int8.tflite").write_bytes(b"garbage")
     m = ModelManager(PI_ZERO_2W, ModelChain.from_dir(d))

@@ -370,6 +370,45 @@ def test_wrong_password_is_refused_counted_and_buffer_kept(tmp_path: Path) -> No
             col.close()
 
 
+def test_json_codec_end_to_end_and_status_refresh(system_broker: tuple[str, int], tmp_path: Path) -> None:
+    host, port = system_broker
+    dev = new_device()
+    col = MqttCollector(host, port, [telemetry_topic(dev), status_topic(dev)], client_id=f"col-{dev}",
+                        clean_session=True)
+    buf = DiskBuffer(tmp_path / "buf", FAST_BUF)
+    uptime = iter(range(1, 1000))
+    link = MqttLink(fast_settings(dev, port, clean_session=True), buf,
+                    lambda: status(dev).model_copy(update={"uptime_s": next(uptime)}), codec="json")
+    pub = TelemetryPublisher(dev, buf, codec="json")
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        for seq in range(20):
+            pub.publish(window(dev, seq))
+        link.request_status()  # e.g. the model changed: a fresh retained status
+        assert link.wait_drained(10)
+        got = wait_for_count(col, dev, 20, 10)
+        assert [json.loads(p)["seq"] for p in got] == list(range(20))
+        assert col.wait_for(lambda ms: sum(m.topic == status_topic(dev) for m in ms) >= 2, 5)
+        sts = [json.loads(m.payload) for m in col.snapshot() if m.topic == status_topic(dev)]
+        assert [s["online"] for s in sts[:2]] == [True, True] and sts[1]["uptime_s"] > sts[0]["uptime_s"]
+    finally:
+        link.stop()
+        col.close()
+
+
+def test_publisher_refuses_programming_errors(tmp_path: Path) -> None:
+    buf = DiskBuffer(tmp_path / "buf", FAST_BUF)
+    pub = TelemetryPublisher("dev-a", buf)
+    with pytest.raises(ValueError, match="this agent is"):
+        pub.publish(window("dev-b", 1))
+    with pytest.raises(ValueError, match="not published through the buffer"):
+        pub.publish(status("dev-a"))
+    with pytest.raises(ValueError, match="not published through the buffer"):
+        pub.publish(Ping(device_id="dev-a", cmd_id="c", ts=1))
+    assert buf.stats().appended == 0
+
+
 def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:
     rng = random.Random(7)
     delays = [backoff_delay(a, 0.5, 30.0, 0.5, rng) for a in range(12)]

@@ -61,8 +61,8 @@ def test_tflm_refuses_a_model_over_budget_before_creating_an_interpreter(chain_d
         "from device_agent.runtime.base import ModelDoesNotFit\n"
         f"rt = TflmRuntime(ram_budget_bytes={CORTEX_M4F.model_ram_budget_bytes})\n"
         "try:\n"
-        f"    rt.load({str(chain_dir / 'wide' / 'full_int8.tflite')!r}, arena_bytes={rep['tflm']['arena_bytes']},"
-        f" io_bytes={rep['tflm']['io_bytes']})\n"
+        f"    rt.load({str(chain_dir / 'wide' / 'full_int8.tflite')!r},"
+        f" arena_bytes={rep['tflm']['arena_bytes']}, io_bytes={rep['tflm']['io_bytes']})\n"
         "except ModelDoesNotFit as exc:\n"
         "    print('REFUSED', exc.needed_bytes, exc.budget_bytes)\n"
         "    sys.exit(0)\n"
@@ -77,8 +77,11 @@ def test_tflm_refuses_a_model_over_budget_before_creating_an_interpreter(chain_d
 def test_the_same_model_fits_a_bigger_mcu(chain_dir: Path) -> None:
     rep = _report(chain_dir, "wide")
     rt = TflmRuntime(ram_budget_bytes=ESP32_S3.model_ram_budget_bytes)
-    rt.load(chain_dir / "wide" / "full_int8.tflite", arena_bytes=rep["tflm"]["arena_bytes"],
-            io_bytes=rep["tflm"]["io_bytes"])
+    rt.load(
+        chain_dir / "wide" / "full_int8.tflite",
+        arena_bytes=rep["tflm"]["arena_bytes"],
+        io_bytes=rep["tflm"]["io_bytes"],
+    )
     inputs, _ = _golden(chain_dir, "wide")
     assert np.isfinite(rt.invoke(inputs[0]).scores).all()
 
@@ -100,7 +103,7 @@ def test_arena_is_measured_plus_margin_capped_by_budget() -> None:
 
 
 @pytest.mark.parametrize("make", [LiteRTRuntime, lambda: TflmRuntime(ram_budget_bytes=1 << 20)])
-def test_bad_model_inputs_give_clear_errors(tmp_path: Path, make) -> None:  # noqa: ANN001
+def test_bad_model_inputs_give_clear_errors(tmp_path: Path, make) -> None:
     rt = make()
     with pytest.raises(ModelLoadError, match="cannot read"):
         rt.load(tmp_path / "missing.tflite")

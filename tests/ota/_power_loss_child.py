@@ -6,7 +6,7 @@ health check and commit/revert, a pending download to resume, or a fresh install
 
 ``--crash-at N`` SIGKILLs this process at the N-th crash point (every fsync, rename and chunk write
 of the slot store, see ota.crashpoints), writing ``phase:label`` to stderr first so the parent can
-tell where it died. ``--count`` prints the number of crash points a clean run passed.
+tell where it died. A run that completes prints JSON with the number of crash points it passed.
 
 Imports only ota, numpy and (for the health check) ai_edge_litert: no TensorFlow, so a run is fast.
 
@@ -70,7 +70,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--mode", choices=["full", "delta"], default="full")
     ap.add_argument("--health", choices=["ok", "fail"], default="ok")
     ap.add_argument("--crash-at", type=int)
-    ap.add_argument("--count", action="store_true")
     ap.add_argument("--chunk", type=int, default=128)
     ap.add_argument("--checkpoint-bytes", type=int, default=256)
     ap.add_argument("--capacity", type=int, default=64 * 1024 * 1024)

@@ -35,7 +35,7 @@ from ota.slot_errors import (
     NotProvisionedError,
     RefusedReleaseError,
 )
-from ota.slot_state import encode_state, read_copies, state_path, write_state
+from ota.slot_state import read_copies, state_path, write_state
 from ota.slots import SlotStore
 
 HERE = Path(__file__).parent
@@ -200,6 +200,21 @@ def test_uncommitted_trial_reverts_after_max_boot_attempts(store: SlotStore, kit
     assert_runs(store, kit.v1)
 
 
+def test_rollback_of_a_committed_release(store: SlotStore, kit) -> None:
+    with pytest.raises(InstallStateError, match="no verified previous model"):
+        store.rollback("nothing to go back to")  # factory state: slot b is empty
+    full_install(store, kit)
+    store.boot()
+    store.commit()
+    store.rollback("fleet-wide false positives")
+    st = store.load()
+    # Back on v1; the floor stays at 2 and v2 is refused, so only a newer release installs next.
+    assert (st.active, st.trial, st.installed_counter, st.is_refused(2)) == ("a", False, 2, True)
+    assert_runs(store, kit.v1)
+    with pytest.raises(DowngradeError):
+        installer(store, kit).plan(kit.release_v2.manifest_bytes)
+
+
 def test_counter_never_goes_backwards(store: SlotStore, kit) -> None:
     full_install(store, kit)
     store.boot()
@@ -222,6 +237,18 @@ def test_capacity_comes_from_the_hardware_profile(tmp_path: Path, kit) -> None:
     with pytest.raises(ArtifactTooLargeError):
         s.provision(b"\0" * (profile.model_flash_budget_bytes + 1), counter=1)
     assert not s.is_provisioned()
+    with pytest.raises(KeyError, match="unknown hardware class"):
+        SlotStore.for_profile(tmp_path / "x", "cortex-m99")
+    with pytest.raises(ValueError, match="capacity"):
+        SlotStore(tmp_path / "y", capacity=0)
+
+
+def test_delta_only_source_without_a_matching_delta_changes_nothing(store: SlotStore, kit) -> None:
+    no_delta = kit.release(kit.v2, 2)  # a release offering no patch at all
+    before = store.load()
+    with pytest.raises(InstallStateError, match="full download"):
+        installer(store, kit).install(no_delta.manifest_bytes, patch=bytes_source(b"x" * 64))
+    assert store.load() == before
 
 
 # -- bad input: each refused by name, the active slot untouched ------------------------------------------
@@ -405,7 +432,6 @@ def test_tampered_state_pointing_the_writer_at_the_active_slot_is_refused(store:
         update={"generation": st.generation + 1, "pending": st.pending.model_copy(update={"slot": "a"})}
     )
     write_state(store.root, bad)
-    assert encode_state(bad)  # sanity: it is a valid record
     fresh = SlotStore(store.root, capacity=CAPACITY)
     with pytest.raises(InstallStateError):
         fresh.open_slot_writer()

@@ -328,10 +328,11 @@ def test_older_revocation_list_refused_and_state_kept(root: keys.Ed25519PrivateK
     with pytest.raises(RevocationListError, match="serial 7"):
         accept_revocations(same_serial_other, dev)
     # the very same list again (re-delivered beside the next manifest) is fine
-    again = accept_revocations(
-        encode_signed(json.loads(json.dumps(dev.revocations.model_dump(mode="json")))), dev
-    )
+    again = accept_revocations(dev.revocations.to_bytes(), dev)
     assert again.revocations == dev.revocations
+    # what the device persisted re-verifies from scratch after a reboot
+    rebooted = accept_revocations(dev.revocations.to_bytes(), device(root))
+    assert rebooted.revocations is not None and rebooted.revocations.is_revoked(bad)
 
 
 @pytest.mark.parametrize("case", ["other-root", "tampered", "truncated", "garbage"])

@@ -1,0 +1,228 @@
+"""Device agent benchmark: per-inference overhead vs a bare interpreter, and steady RSS of an agent process.
+
+    .venv/bin/python bench/bench_agent.py --chain DIR [--hardware pi-zero-2w] [--json]
+
+``--chain`` is a fallback chain directory (chain.json + artifacts), e.g. one written by
+``converters.reference.chain.build_reference_chain``; without it the digits reference chain is built
+into build/bench-agent/digits first (needs TensorFlow in *this* process; the RSS child never imports it).
+
+1. Overhead. Baseline, measured in the same run on the same model and inputs: a bare LiteRT
+   interpreter loop (set_tensor of an already quantized input, invoke, get_tensor). Then the agent's
+   per-inference path on the same samples: ``InferenceLoop.process`` (quantize, invoke, dequantize,
+   decision, input feature summary, window aggregation, energy accounting on the simulated board)
+   and, separately, the runtime adapter alone (``ModelManager.infer``). Medians of repeated passes.
+2. RSS. A child process imports the agent, loads the chain's primary model on the Pi-class path, runs
+   the loop for a while and reports VmRSS / VmHWM from /proc/self/status, and whether TensorFlow was
+   imported. Baselines in the same run: a bare Python, and Python + numpy + LiteRT with the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = 50
+
+RSS_CHILD = r"""
+import json, sys, tempfile
+def rss():
+    d = {}
+    for line in open("/proc/self/status"):
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            d[k] = int(v.split()[0])
+    return d
+mode, chain, hw = sys.argv[1], sys.argv[2], sys.argv[3]
+out = {}
+if mode == "agent":
+    # The agent's imports only; sensor windows come from the primary model's golden inputs, so the
+    # simulator does not pull in scikit-learn (which a real board would not have either).
+    import numpy as np
+    from device_agent.config import LoopConfig
+    from device_agent.inference_loop import InferenceLoop
+    from device_agent.model_manager import ModelChain, ModelManager
+    from firmware_stubs.board import SimulatedBoard
+    from firmware_stubs.flash import FlashArea
+    from firmware_stubs.hardware_profiles import get_profile
+    from firmware_stubs.sensor_streams import SensorStream, StreamPools, WindowPool
+    prof = get_profile(hw)
+    chain = ModelChain.from_dir(chain)
+    with np.load(chain.levels[0].directory / "golden.npz") as z:
+        x, y = z["inputs"], z["labels"]
+    pool = WindowPool(windows=x, labels=y, is_event=np.isin(y, chain.rule.positive_class_ids), name="golden")
+    board = SimulatedBoard(prof, stream=SensorStream(StreamPools(nominal=pool)),
+                           flash=FlashArea.for_profile(prof, tempfile.mkdtemp()))
+    windows = []
+    loop = InferenceLoop(board, ModelManager(prof, chain), device_id="bench-1", sink=windows.append,
+                         config=LoopConfig(sample_period_s=1.0, window_s=60))
+    loop.start()
+    loop.run(steps=3000)
+    out["windows"] = len(windows)
+elif mode in ("litert", "litert+pydantic"):
+    import json as _json
+    from pathlib import Path
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    if mode == "litert+pydantic":
+        from pydantic import BaseModel
+        class One(BaseModel):  # the first model class loads pydantic's schema generator
+            x: int
+    d = Path(chain)
+    entries = sorted(_json.loads((d / "chain.json").read_text())["entries"], key=lambda e: e["rank"])
+    art = d / entries[0]["artifact_dir"]
+    variant = _json.loads((art / "report.json").read_text())["hardware_fit"][hw]["default_variant"]
+    it = Interpreter(model_path=str(art / f"{variant}.tflite"), num_threads=1)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    x = np.zeros(inp["shape"], inp["dtype"])
+    for _ in range(3000):
+        it.set_tensor(inp["index"], x); it.invoke()
+out.update(rss())
+out["tensorflow_imported"] = "tensorflow" in sys.modules
+out["sklearn_imported"] = "sklearn" in sys.modules
+out["pydantic_imported"] = "pydantic" in sys.modules
+out["cryptography_imported"] = "cryptography" in sys.modules
+print(json.dumps(out))
+"""
+
+
+def rss_of(mode: str, chain: Path, hw: str) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, mode, str(chain), hw], capture_output=True,
+                          text=True, env=env, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"RSS child ({mode}) failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def overhead(chain: Path, hw: str, n: int, repeats: int) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from device_agent.config import LoopConfig
+    from device_agent.inference_loop import InferenceLoop
+    from device_agent.model_manager import ModelChain, ModelManager
+    from device_agent.runtime.base import quantize, spec_from_details
+    from firmware_stubs.board import make_simulated_board
+    from firmware_stubs.hardware_profiles import get_profile
+
+    prof = get_profile(hw)
+    mchain = ModelChain.from_dir(chain)
+    board = make_simulated_board(prof, task=mchain.task, flash_root=tempfile.mkdtemp())
+    manager = ModelManager(prof, mchain)
+    loop = InferenceLoop(board, manager, device_id="bench-1", sink=lambda _w: None,
+                         config=LoopConfig(sample_period_s=1.0, window_s=1e4))
+    model = loop.start()
+    samples = [board.read_sensor() for _ in range(n)]
+
+    bare = Interpreter(model_content=model.artifact.model_bytes, num_threads=1)
+    bare.allocate_tensors()
+    ind, outd = bare.get_input_details()[0], bare.get_output_details()[0]
+    spec = spec_from_details(ind)
+    xq = [quantize(s.window, spec) for s in samples]
+    i_in, i_out = ind["index"], outd["index"]
+
+    def run_bare(lo: int, hi: int) -> None:
+        for j in range(lo, hi):
+            bare.set_tensor(i_in, xq[j])
+            bare.invoke()
+            bare.get_tensor(i_out)
+
+    def run_adapter(lo: int, hi: int) -> None:
+        for j in range(lo, hi):
+            manager.infer(samples[j].window)
+
+    def run_agent(lo: int, hi: int) -> None:
+        for j in range(lo, hi):
+            loop.process(samples[j])
+
+    for f in (run_bare, run_adapter, run_agent):  # warm-up
+        f(0, min(n, 200))
+    # Blocks of BLOCK calls, interleaved (bare, adapter, agent, bare, ...), so load from other processes
+    # on this shared machine hits all three alike while each block runs with its own model warm in
+    # cache; the figure is the median over blocks of the mean time per call.
+    bare_ns: list[float] = []
+    adapter_ns: list[float] = []
+    agent_ns: list[float] = []
+    clock = time.perf_counter_ns
+    for _ in range(repeats):
+        for start in range(0, n - BLOCK + 1, BLOCK):
+            for fn, out in ((run_bare, bare_ns), (run_adapter, adapter_ns), (run_agent, agent_ns)):
+                t0 = clock()
+                fn(start, start + BLOCK)
+                out.append((clock() - t0) / BLOCK)
+    b, a, g = (statistics.median(v) / 1000 for v in (bare_ns, adapter_ns, agent_ns))
+    return {
+        "model": model.label, "hardware": hw, "samples": n, "repeats": repeats,
+        "bare_invoke_us": round(b, 2), "adapter_us": round(a, 2), "agent_process_us": round(g, 2),
+        "adapter_overhead_pct": round(100 * (a - b) / b, 1),
+        "agent_overhead_pct": round(100 * (g - b) / b, 1),
+        "agent_overhead_abs_us": round(g - b, 2),
+    }
+
+
+def ensure_chain(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    out = ROOT / "build" / "bench-agent" / "digits"
+    if not (out / "chain.json").is_file():
+        from converters.reference.chain import build_reference_chain
+
+        print(f"building the digits reference chain into {out} …", file=sys.stderr)
+        build_reference_chain("digits", out, overwrite=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chain", help="fallback chain directory (default: build the digits reference chain)")
+    ap.add_argument("--hardware", default="pi-zero-2w")
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--json", action="store_true", help="machine output")
+    args = ap.parse_args()
+    chain = ensure_chain(args.chain)
+
+    ov = overhead(chain, args.hardware, args.samples, args.repeats)
+    modes = ("python", "litert", "litert+pydantic", "agent")
+    rss = {mode: rss_of(mode, chain, args.hardware) for mode in modes}
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    result = {"chain": str(chain), "date": stamp, "overhead": ov, "rss_kb": rss}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"Per-inference cost, {ov['model']} on {ov['hardware']} "
+                    f"(host µs, median of {ov['samples'] * ov['repeats']} calls)")
+    for col in ("path", "µs / inference", "overhead vs bare"):
+        t.add_column(col)
+    t.add_row("bare LiteRT (set_tensor, invoke, get_tensor) — baseline", f"{ov['bare_invoke_us']:.2f}", "—")
+    t.add_row("agent runtime adapter (ModelManager.infer)", f"{ov['adapter_us']:.2f}",
+              f"{ov['adapter_overhead_pct']:+.1f} %")
+    t.add_row("agent per-inference path (InferenceLoop.process)", f"{ov['agent_process_us']:.2f}",
+              f"{ov['agent_overhead_pct']:+.1f} % ({ov['agent_overhead_abs_us']:+.1f} µs)")
+    console.print(t)
+    r = Table(title="Steady RSS (after 3000 inferences)")
+    for col in ("process", "VmRSS MB", "VmHWM MB", "tensorflow imported"):
+        r.add_column(col)
+    names = {"python": "bare python (baseline)", "litert": "python + numpy + LiteRT + model (floor)",
+             "litert+pydantic": "floor + one pydantic model class",
+             "agent": "agent loop, Pi-class path, model loaded"}
+    for mode, d in rss.items():
+        mb = (f"{d['VmRSS'] / 1024:.1f}", f"{d['VmHWM'] / 1024:.1f}")
+        r.add_row(names[mode], *mb, str(d["tensorflow_imported"]))
+    console.print(r)
+
+
+if __name__ == "__main__":
+    main()
