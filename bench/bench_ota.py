@@ -411,9 +411,7 @@ def main(
             for variant in ("float32", "full_int8"):
                 rows.append(delta_row(pair, variant, tfl[old, variant], tfl[new, variant], signer))
                 progress.advance(task)
-        anatomy = {
-            v: patch_anatomy(tfl["base", v], tfl["finetuned", v]) for v in ("float32", "full_int8")
-        }
+        anatomy = {v: patch_anatomy(tfl["base", v], tfl["finetuned", v]) for v in ("float32", "full_int8")}
         progress.update(task, description="timing sign/verify/patch", total=None)
         artifacts = {v: tfl["finetuned", v] for v in ("float32", "full_int8")}
         times = timings(artifacts, tfl["base", "full_int8"], tfl["finetuned", "full_int8"], repeat)

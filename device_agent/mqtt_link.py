@@ -190,6 +190,7 @@ class MqttLink:
         self._acked_mids: list[int] = []
         self._connected = threading.Event()
         self._status_wanted = threading.Event()
+        self._reply_to: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._attempt = 0
@@ -231,6 +232,8 @@ class MqttLink:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("link already started")
+        if self._stop.is_set():
+            raise RuntimeError("link was stopped; a link is one-shot, create a new MqttLink")
         # A new paho client has no session: whatever an earlier link handed out but never got a PUBACK
         # for must be read again (at-least-once; the server de-duplicates).
         self.buffer.rewind()
@@ -245,11 +248,13 @@ class MqttLink:
             self._thread.join(timeout)
             self._thread = None
 
-    def request_status(self) -> None:
-        """Re-publish the (retained) online status soon, e.g. after the model or slot changed.
+    def request_status(self, reply_to: str | None = None) -> None:
+        """Re-publish the (retained) online status soon, e.g. after the model or slot changed, or as
+        the answer to a Ping (``reply_to`` = its cmd_id, copied into ``Status.reply_to``).
 
         Thread-safe: only the link thread touches the paho client; this just raises a flag for it.
         """
+        self._reply_to = reply_to
         self._status_wanted.set()
 
     @property
@@ -275,6 +280,8 @@ class MqttLink:
         # "online" and the counters ride as extra keys: telemetry decoders ignore unknown keys
         # (minor-version rule), so the payload stays a valid v1 Status for every receiver.
         body: dict[str, Any] = self._status_factory().model_dump(mode="json")
+        if online and self._reply_to is not None:
+            body["reply_to"], self._reply_to = self._reply_to, None
         body["online"] = online
         if self._extra_status is not None:
             body.update(self._extra_status())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +50,17 @@ class TensorSpec:
     dtype: np.dtype
     scale: float | None  # None: not quantized
     zero_point: int
+    # Derived once here, not per invoke (the hot path of a device).
+    quantized: bool = field(init=False)
+    qmin: int = field(init=False)
+    qmax: int = field(init=False)
 
-    @property
-    def quantized(self) -> bool:
-        return self.scale is not None and np.issubdtype(self.dtype, np.integer)
+    def __post_init__(self) -> None:
+        quantized = self.scale is not None and np.issubdtype(self.dtype, np.integer)
+        info = np.iinfo(self.dtype) if quantized else None
+        object.__setattr__(self, "quantized", quantized)
+        object.__setattr__(self, "qmin", int(info.min) if info else 0)
+        object.__setattr__(self, "qmax", int(info.max) if info else 0)
 
     @property
     def nbytes(self) -> int:
@@ -87,9 +94,8 @@ def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """Float input -> the tensor's dtype (round to nearest, saturate), batch axis added."""
     if not spec.quantized:
         return np.asarray(x, dtype=spec.dtype).reshape(spec.shape)
-    info = np.iinfo(spec.dtype)
     q = np.rint(np.asarray(x, dtype=np.float32) / np.float32(spec.scale)) + spec.zero_point
-    return np.clip(q, info.min, info.max).astype(spec.dtype).reshape(spec.shape)
+    return np.clip(q, spec.qmin, spec.qmax).astype(spec.dtype).reshape(spec.shape)
 
 
 def dequantize(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:

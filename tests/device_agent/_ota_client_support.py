@@ -7,7 +7,7 @@ float32 .tflite, report.json, golden.npz), releases signed with ota.release, a r
 Models (built once, cached in a directory):
 
 * ``v1``: the factory model (Dense 128), counter 1;
-* ``v2``: v1 fine-tuned for one more epoch (same graph: a small bsdiff delta), counter 2;
+* ``v2``: v1 with its output layer fine-tuned (same graph: a small bsdiff delta), counter 2;
 * ``v3``: v2 with its output layer scrambled, shipped with v2's golden file -- the converter's golden
   outputs do not match what this model computes, so the trial health check must fail and revert.
 """
@@ -82,6 +82,9 @@ def build_models(out: Path) -> Path:
 
     model.fit(data.x_train, data.y_train, epochs=4, batch_size=64, verbose=0)
     convert("1.0.1", "v1")
+    # Fine-tune the head only (the hidden layer frozen): the graph and most bytes stay, a small delta.
+    model.layers[2].trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(data.x_train, data.y_train, epochs=1, batch_size=64, verbose=0)
     convert("1.0.2", "v2")
     # v3: the head scrambled after conversion of v2's golden file; the report names v3's bytes.
@@ -92,7 +95,7 @@ def build_models(out: Path) -> Path:
     (out / "v3" / "golden.npz").write_bytes(golden)
     report = json.loads((out / "v3" / "report.json").read_text())
     report["artifacts"]["golden.npz"]["sha256"] = hashlib.sha256(golden).hexdigest()
-    report["artifacts"]["golden.npz"]["size"] = len(golden)
+    report["artifacts"]["golden.npz"]["bytes"] = len(golden)
     (out / "v3" / "report.json").write_text(json.dumps(report))
     return out
 

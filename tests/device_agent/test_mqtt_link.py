@@ -32,7 +32,7 @@ from device_agent.disk_buffer import BufferSettings, DiskBuffer
 from device_agent.mqtt_link import MqttLink, MqttSettings, TlsSettings, backoff_delay
 from device_agent.publisher import TelemetryPublisher
 from telemetry.codec import encode
-from telemetry.schemas import Ping
+from telemetry.schemas import Ping, Status
 from telemetry.topics import MOSQUITTO_DEVICE_ACL, cmd_topic, status_topic, telemetry_topic
 
 CHILD = Path(__file__).resolve().parent / "_mqtt_agent_child.py"
@@ -385,13 +385,15 @@ def test_json_codec_end_to_end_and_status_refresh(system_broker: tuple[str, int]
         assert link.wait_connected(10)
         for seq in range(20):
             pub.publish(window(dev, seq))
-        link.request_status()  # e.g. the model changed: a fresh retained status
+        link.request_status(reply_to="ping-9")  # answer to a Ping: a fresh retained status
         assert link.wait_drained(10)
         got = wait_for_count(col, dev, 20, 10)
         assert [json.loads(p)["seq"] for p in got] == list(range(20))
         assert col.wait_for(lambda ms: sum(m.topic == status_topic(dev) for m in ms) >= 2, 5)
         sts = [json.loads(m.payload) for m in col.snapshot() if m.topic == status_topic(dev)]
         assert [s["online"] for s in sts[:2]] == [True, True] and sts[1]["uptime_s"] > sts[0]["uptime_s"]
+        assert sts[0]["reply_to"] is None and sts[1]["reply_to"] == "ping-9"
+        assert Status.model_validate(sts[1]).reply_to == "ping-9", "still a valid v1 Status"
     finally:
         link.stop()
         col.close()

@@ -172,7 +172,7 @@ def test_retries_exhausted_is_a_named_failure_and_a_later_command_resumes(flash:
     reports = Reports()
     fields = _publish_v2(server, kit)
     path = "/releases/v2/model.tflite"
-    server.set_fault(path, RS.Fault(drop_after=9000))  # every response dies after 9000 bytes
+    server.set_fault(path, RS.Fault(cut_at=9000))  # no response ever gets past byte 9000
     client = S.make_client(flash, kit, sink=reports.append, attempts=3)
     client.resume()
     record = client.handle_update(S.update_command(fields, "cmd-x"))
@@ -196,7 +196,7 @@ def test_retries_exhausted_is_a_named_failure_and_a_later_command_resumes(flash:
 def test_server_ignoring_range_restarts_cleanly_from_zero(flash: Path, kit, server) -> None:
     fields = _publish_v2(server, kit)
     path = "/releases/v2/model.tflite"
-    server.set_fault(path, RS.Fault(drop_after=9000))
+    server.set_fault(path, RS.Fault(cut_at=9000))
     client = S.make_client(flash, kit, attempts=2)
     client.resume()
     assert client.handle_update(S.update_command(fields, "cmd-1")).state == "failed"
@@ -269,9 +269,10 @@ def test_rollback_command_returns_to_the_previous_slot(flash: Path, kit, server)
     assert record.state == "rolled_back"
     _assert_on(flash, _v(kit, "v1"))
     assert reports.changes[-1].to_state == "reverted" and "canary FPR" in reports.changes[-1].reason
-    # The rolled-back release is not taken again, and a second rollback has nothing to go back to.
+    # The rolled-back release is not taken again (the counter floor stays at 2), and a second rollback
+    # has nothing to go back to.
     again = client.handle_update(S.update_command(fields, "cmd-u2"))
-    assert (again.state, again.error_code) == ("failed", "refused_release")
+    assert (again.state, again.error_code) == ("failed", "downgrade")
     second = client.handle_rollback(rollback.model_copy(update={"cmd_id": "cmd-r2"}))
     assert (second.state, second.error_code) == ("failed", "install_state")
     _assert_on(flash, _v(kit, "v1"))

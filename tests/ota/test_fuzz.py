@@ -19,7 +19,7 @@ from ota.release import PreviousArtifact, ReleaseSigner, build_release, sign_man
 from ota.revocation import build_revocation_list
 from ota.trust import DeviceTrust, accept_revocations, verify_manifest
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ROOT = keys.generate_private_key()
 SIGNER = ReleaseSigner.certified_by(ROOT, not_before=NOW - timedelta(days=1))

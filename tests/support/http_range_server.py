@@ -8,6 +8,8 @@ Serves in-memory files by path. Knobs (set per path, changeable while the server
   responses misbehave before the path is served normally again; None = always);
 * ``Fault(status=500)``: answer with that status instead of the file;
 * ``Fault(corrupt_at=i)``: flip one bit of byte ``i`` of the file (the server holds wrong bytes);
+* ``Fault(cut_at=N)``: never send a byte at file offset N or beyond: every response is cut there and
+  the connection closed (a download that can never complete, however often it resumes);
 * ``Fault(ignore_range=True)``: answer 200 with the whole file even when a range was asked for.
 
 Every request is logged (path, device, range start, status, body bytes actually sent) so a test can
@@ -28,6 +30,7 @@ _WRITE_BLOCK = 4096
 @dataclass
 class Fault:
     drop_after: int | None = None
+    cut_at: int | None = None
     status: int | None = None
     corrupt_at: int | None = None
     ignore_range: bool = False
@@ -125,6 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         limit = fault.drop_after if fault is not None and fault.drop_after is not None else len(body)
+        if fault is not None and fault.cut_at is not None:
+            limit = min(limit, max(0, fault.cut_at - (total - len(body))))
         sent = 0
         try:
             while sent < min(limit, len(body)):
