@@ -1,9 +1,12 @@
 """Windowed aggregation: the agent's per-window accumulator and the server's cohort merge. No I/O.
 
 Agent side: :class:`WindowAggregator` is fed per inference (latency, decision, input summary value,
-output score, active time) and per feedback (false positive), and :meth:`WindowAggregator.close`
-turns the window into a :class:`telemetry.schemas.MetricsWindow`. Pure Python on the hot path
-(``bisect`` over <= 17 edges is cheaper than a numpy call per inference).
+output score, active time) and per feedback (false positive); :meth:`WindowAggregator.close_record`
+turns the window into a pydantic-free :class:`telemetry.device_codec.MetricsWindow` record (what the
+agent encodes and sends), :meth:`WindowAggregator.close` into the pydantic
+:class:`telemetry.schemas.MetricsWindow` built from that record. Pure Python on the hot path
+(``bisect`` over <= 17 edges is cheaper than a numpy call per inference). Importing this module does
+not import pydantic (only ``close()`` does, on first use): the device path must not pay ~16 MB for it.
 
 Histogram rule: bins are ``[e0, e1), [e1, e2), ..., [e_{n-1}, e_n]`` (last bin closed). Values below
 ``e0`` are counted in the first bin and values above ``e_n`` in the last one, so every finite value is
@@ -29,9 +32,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from telemetry.schemas import MAX_HIST_BINS, U16_MAX, U32_MAX, MetricsWindow, ModelRef, ShadowFigures
+from telemetry import device_codec as dc
+from telemetry.wire import MAX_HIST_BINS, U16_MAX, U32_MAX
+
+if TYPE_CHECKING:
+    from telemetry import schemas
+
+    AnyModelRef = schemas.ModelRef | dc.ModelRef
+    AnyWindow = schemas.MetricsWindow | dc.MetricsWindow
 
 DEFAULT_SCORE_EDGES: Final[tuple[float, ...]] = tuple(i / 10 for i in range(11))  # 10 bins over [0, 1]
 
@@ -75,8 +85,21 @@ def _u32(x: int) -> int:
     return x if x <= U32_MAX else U32_MAX  # saturate rather than fail a window on an absurd figure
 
 
+def _device_model(model: Any) -> dc.ModelRef:
+    """The device record of a model reference (callers may still pass the pydantic ModelRef)."""
+    if isinstance(model, dc.ModelRef):
+        return model
+    try:
+        return dc.ModelRef(name=model.name, version=model.version, variant=model.variant)
+    except AttributeError:
+        raise AggregationError(f"not a model reference: {type(model).__name__}") from None
+
+
 class WindowAggregator:
-    """Accumulates one device's inferences into consecutive MetricsWindows.
+    """Accumulates one device's inferences into consecutive metrics windows.
+
+    ``model``: a :class:`telemetry.device_codec.ModelRef` or a :class:`telemetry.schemas.ModelRef`
+    (kept as the device record either way; an invalid one raises SchemaViolation here, not at close).
 
     ``first_seq`` must be the next unused sequence number; the agent persists it with its telemetry
     buffer so that a reboot does not restart at 0 (the server would take the windows for duplicates).
@@ -85,7 +108,7 @@ class WindowAggregator:
     def __init__(
         self,
         device_id: str,
-        model: ModelRef,
+        model: AnyModelRef,
         *,
         input_edges: Sequence[float] | None = None,
         output_edges: Sequence[float] | None = DEFAULT_SCORE_EDGES,
@@ -101,7 +124,7 @@ class WindowAggregator:
         if max_latency_samples < 1:
             raise AggregationError("max_latency_samples must be >= 1")
         self.device_id = device_id
-        self.model = model
+        self.model = _device_model(model)
         self.fallback_level = 0
         self.input_feature = input_feature
         self._input_edges = validate_edges(input_edges, "input") if input_edges is not None else None
@@ -143,9 +166,9 @@ class WindowAggregator:
         self._start_s = start_s
         self._reset()
 
-    def set_model(self, model: ModelRef, fallback_level: int) -> None:
+    def set_model(self, model: AnyModelRef, fallback_level: int) -> None:
         """Record what is running now; a window reports the model/fallback level in force at its close."""
-        self.model = model
+        self.model = _device_model(model)
         self.fallback_level = fallback_level
 
     def _reservoir_add(self, samples: list[int], seen: int, value: int) -> None:
@@ -204,7 +227,7 @@ class WindowAggregator:
             raise AggregationError("false-positive count must be >= 0")
         self._sh_fp += n
 
-    def close(
+    def close_record(
         self,
         end_s: float,
         *,
@@ -214,10 +237,13 @@ class WindowAggregator:
         est_battery_life_min: int | None = None,
         shadow_candidate_version: int | None = None,
         reopen: bool = True,
-    ) -> MetricsWindow:
-        """Close the window at ``end_s`` and return it; by default the next window opens at ``end_s``.
+    ) -> dc.MetricsWindow:
+        """Close the window at ``end_s`` and return it as a device record (no pydantic); by default the
+        next window opens at ``end_s``. Send it with ``telemetry.device_codec.encode(record)``.
 
         Shadow figures are included when ``shadow_candidate_version`` is given (shadow mode on).
+        Bad battery figures etc. raise :class:`telemetry.errors.SchemaViolation` and leave the window
+        open and unchanged.
         """
         if self._start_s is None:
             raise AggregationError("close() before open()")
@@ -232,7 +258,7 @@ class WindowAggregator:
         shadow = None
         if shadow_candidate_version is not None:
             sh_lat = sorted(self._sh_lat)
-            shadow = ShadowFigures(
+            shadow = dc.ShadowFigures(
                 candidate_version=shadow_candidate_version,
                 samples=_u32(self._sh_samples),
                 agreements=_u32(self._sh_agree),
@@ -241,7 +267,7 @@ class WindowAggregator:
                 candidate_latency_p50_us=nearest_rank(sh_lat, 0.50),
                 candidate_latency_p95_us=nearest_rank(sh_lat, 0.95),
             )
-        window = MetricsWindow(
+        window = dc.MetricsWindow(
             device_id=self.device_id,
             seq=self._next_seq,
             window_start_s=int(self._start_s),
@@ -269,6 +295,32 @@ class WindowAggregator:
         self._start_s = end_s if reopen else None
         self._reset()
         return window
+
+    def close(
+        self,
+        end_s: float,
+        *,
+        battery_pct: float | None = None,
+        battery_mv: int | None = None,
+        charging: bool = False,
+        est_battery_life_min: int | None = None,
+        shadow_candidate_version: int | None = None,
+        reopen: bool = True,
+    ) -> schemas.MetricsWindow:
+        """:meth:`close_record`, returned as the pydantic :class:`telemetry.schemas.MetricsWindow`
+        (server-side and existing callers; imports pydantic on first use)."""
+        from telemetry.schemas import MetricsWindow  # here, not at module import: see module doc
+
+        record = self.close_record(
+            end_s,
+            battery_pct=battery_pct,
+            battery_mv=battery_mv,
+            charging=charging,
+            est_battery_life_min=est_battery_life_min,
+            shadow_candidate_version=shadow_candidate_version,
+            reopen=reopen,
+        )
+        return MetricsWindow.model_validate(dc.as_dict(record))
 
 
 # ----------------------------------------------------------------------------- server side
@@ -333,8 +385,9 @@ def _add_hist(total: list[int], counts: Sequence[int], what: str) -> list[int]:
     return [a + b for a, b in zip(total, counts, strict=True)]
 
 
-def merge_windows(windows: Iterable[MetricsWindow]) -> CohortTotals:
-    """Cohort totals for the rollout gates. Duplicate (device_id, seq) windows are counted once."""
+def merge_windows(windows: Iterable[AnyWindow]) -> CohortTotals:
+    """Cohort totals for the rollout gates. Duplicate (device_id, seq) windows are counted once.
+    Takes pydantic windows (server) or device records alike."""
     t = CohortTotals()
     seen: set[tuple[str, int]] = set()
     battery: dict[str, list[tuple[int, int, float, bool]]] = defaultdict(list)

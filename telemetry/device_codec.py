@@ -26,7 +26,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, ClassVar, Final, Literal
 
 from telemetry.errors import (
@@ -221,7 +221,6 @@ class ModelRef(_Record):
 class _Message(_Record):
     v: int = SCHEMA_VERSION
     device_id: str
-    type: ClassVar[str]
     _checks: ClassVar[dict[str, Check]] = {"v": VERSION, "device_id": DEVICE_ID}
 
 
@@ -548,8 +547,15 @@ DeviceMessage = MetricsWindow | Status | FallbackSwitched | OtaStateChanged | Er
 Command = UpdateAvailable | Rollback | SetShadowMode | SetFallbackPolicy | Ping
 Message = DeviceMessage | Command
 
+
+
+def _type_of(cls: type[_Message]) -> str:
+    # slots=True replaces a field's class-level default with a slot descriptor: read it from the field.
+    return next(f.default for f in fields(cls) if f.name == "type")  # type: ignore[return-value]
+
+
 RECORD_CLASSES: Final[dict[str, type[_Message]]] = {
-    cls.type: cls  # type: ignore[misc]
+    _type_of(cls): cls
     for cls in (
         MetricsWindow,
         Status,
@@ -581,9 +587,7 @@ def _init_fields(cls: type) -> tuple[tuple[str, bool], ...]:
 
 
 def _required(f: Field[Any]) -> bool:
-    return f.default is f.default_factory is type(f).__init__.__defaults__ if False else (  # noqa: SIM210
-        repr(f.default) == "<dataclasses._MISSING_TYPE object>" and repr(f.default_factory).startswith("<dataclasses._MISSING")
-    )
+    return f.default is MISSING and f.default_factory is MISSING
 
 
 def _from_mapping(cls: type[_Record], obj: dict[Any, Any]) -> Any:
@@ -611,12 +615,6 @@ def as_dict(record: _Record) -> dict[str, Any]:
         elif isinstance(value, list):
             value = list(value)
         out[name] = value
-    if isinstance(record, _Message):
-        out = _with_type(record, out)
-    return out
-
-
-def _with_type(record: _Message, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
