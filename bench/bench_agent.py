@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = 50
@@ -103,6 +104,36 @@ def rss_of(mode: str, chain: Path, hw: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+class _AccountingFreeBoard:
+    """The simulated board minus the simulator's own per-inference work (power model, ground-truth
+    bookkeeping for feedback): what the agent itself costs on a board whose energy accounting is free."""
+
+    def __init__(self, board: Any) -> None:
+        from firmware_stubs.board import EnergyUse
+
+        self._board = board
+        self._use = EnergyUse(device_active_s=0.0, radio_s=0.0, charge_mah=0.0)
+        self.profile, self.clock, self.storage = board.profile, board.clock, board.storage
+
+    def read_sensor(self) -> Any:
+        return self._board.read_sensor()
+
+    def battery(self) -> Any:
+        return self._board.battery()
+
+    def record_energy(self, *, active_seconds: float = 0.0, radio_bytes: int = 0) -> Any:
+        return self._use
+
+    def report_detection(self, sample_index: int) -> None:
+        pass
+
+    def poll_feedback(self) -> list:
+        return []
+
+    def reboot(self) -> None:
+        pass
+
+
 def overhead(chain: Path, hw: str, n: int, repeats: int) -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -121,6 +152,9 @@ def overhead(chain: Path, hw: str, n: int, repeats: int) -> dict:
                          config=LoopConfig(sample_period_s=1.0, window_s=1e4))
     model = loop.start()
     samples = [board.read_sensor() for _ in range(n)]
+    lean = InferenceLoop(_AccountingFreeBoard(board), ModelManager(prof, mchain), device_id="bench-2",
+                         sink=lambda _w: None, config=LoopConfig(sample_period_s=1.0, window_s=1e4))
+    lean.start()
 
     bare = Interpreter(model_content=model.artifact.model_bytes, num_threads=1)
     bare.allocate_tensors()
@@ -143,7 +177,11 @@ def overhead(chain: Path, hw: str, n: int, repeats: int) -> dict:
         for j in range(lo, hi):
             loop.process(samples[j])
 
-    for f in (run_bare, run_adapter, run_agent):  # warm-up
+    def run_lean(lo: int, hi: int) -> None:
+        for j in range(lo, hi):
+            lean.process(samples[j])
+
+    for f in (run_bare, run_adapter, run_agent, run_lean):  # warm-up
         f(0, min(n, 200))
     # Blocks of BLOCK calls, interleaved (bare, adapter, agent, bare, ...), so load from other processes
     # on this shared machine hits all three alike while each block runs with its own model warm in
@@ -151,20 +189,24 @@ def overhead(chain: Path, hw: str, n: int, repeats: int) -> dict:
     bare_ns: list[float] = []
     adapter_ns: list[float] = []
     agent_ns: list[float] = []
+    lean_ns: list[float] = []
     clock = time.perf_counter_ns
     for _ in range(repeats):
         for start in range(0, n - BLOCK + 1, BLOCK):
-            for fn, out in ((run_bare, bare_ns), (run_adapter, adapter_ns), (run_agent, agent_ns)):
+            for fn, out in ((run_bare, bare_ns), (run_adapter, adapter_ns), (run_agent, agent_ns),
+                            (run_lean, lean_ns)):
                 t0 = clock()
                 fn(start, start + BLOCK)
                 out.append((clock() - t0) / BLOCK)
-    b, a, g = (statistics.median(v) / 1000 for v in (bare_ns, adapter_ns, agent_ns))
+    b, a, g, le = (statistics.median(v) / 1000 for v in (bare_ns, adapter_ns, agent_ns, lean_ns))
     return {
         "model": model.label, "hardware": hw, "samples": n, "repeats": repeats,
         "bare_invoke_us": round(b, 2), "adapter_us": round(a, 2), "agent_process_us": round(g, 2),
         "adapter_overhead_pct": round(100 * (a - b) / b, 1),
         "agent_overhead_pct": round(100 * (g - b) / b, 1),
         "agent_overhead_abs_us": round(g - b, 2),
+        "agent_no_sim_accounting_us": round(le, 2),
+        "agent_no_sim_accounting_overhead_pct": round(100 * (le - b) / b, 1),
     }
 
 
@@ -211,6 +253,9 @@ def main() -> None:
               f"{ov['adapter_overhead_pct']:+.1f} %")
     t.add_row("agent per-inference path (InferenceLoop.process)", f"{ov['agent_process_us']:.2f}",
               f"{ov['agent_overhead_pct']:+.1f} % ({ov['agent_overhead_abs_us']:+.1f} µs)")
+    t.add_row("  same, board accounting free (no power model / feedback bookkeeping)",
+              f"{ov['agent_no_sim_accounting_us']:.2f}",
+              f"{ov['agent_no_sim_accounting_overhead_pct']:+.1f} %")
     console.print(t)
     r = Table(title="Steady RSS (after 3000 inferences)")
     for col in ("process", "VmRSS MB", "VmHWM MB", "tensorflow imported"):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # as the Makefile: oneDNN changes the trained weights
 
 INT8_BYTES_TARGET = 0.30
 ACCURACY_TARGET_PP = 1.0

@@ -95,13 +95,12 @@ class HttpFetcher:
         return self._opener.open(request, timeout=self.retry.timeout_s)  # type: ignore[no-any-return]
 
     def _with_retries(self, url: str, attempt: Callable[[], bool]) -> None:
-        """Run ``attempt`` until it returns True; it returns False after progress, raises _Retry on failure."""
+        """Run ``attempt`` until it returns True; it raises _Retry for a failure worth retrying."""
         failures = 0
         while True:
             try:
                 if attempt():
                     return
-                failures = 0  # progress was made: the limit counts consecutive fruitless attempts
             except _Retry as exc:
                 failures += 1
                 if failures >= self.retry.attempts:

@@ -146,8 +146,7 @@ class InferenceLoop:
 
     def _sync_model(self, *, force: bool = False) -> LoadedModel:
         """Follow a swap made by anyone (policy, OTA, revert): new model ref; new bins if they changed."""
-        model = self.manager.active
-        generation = self.manager.generation
+        model, generation = self.manager.snapshot()
         if model is None:
             raise ModelLoadError("no active model")
         if generation == self._generation and not force:

@@ -14,6 +14,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +228,7 @@ class LoadedModel:
     level: int | None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    @property
+    @cached_property
     def label(self) -> str:
         return f"{self.artifact.name}@{self.artifact.version}/{self.artifact.variant}"
 
@@ -287,6 +288,11 @@ class ModelManager:
     def generation(self) -> int:
         with self._lock:
             return self._generation
+
+    def snapshot(self) -> tuple[LoadedModel | None, int]:
+        """The active model and its generation, read together."""
+        with self._lock:
+            return self._active, self._generation
 
     def swap(self, model: LoadedModel) -> LoadedModel | None:
         """Make an already loaded model active; returns the one it replaced."""

@@ -1,4 +1,4 @@
-"""The device agent's OTA client: an explicit, persisted state machine around :class:`ota.installer.Installer`.
+"""The device agent's OTA client: an explicit, persisted state machine around ``ota.installer.Installer``.
 
 Modelled on Mender's client: every step is a named state (:mod:`device_agent.ota_state`), the state and
 its data are persisted atomically *before* the step runs, and every step is idempotent against the slot

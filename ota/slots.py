@@ -41,7 +41,6 @@ from ota.slot_state import (
     SlotImage,
     SlotName,
     StoreState,
-    WriteProgress,
     other_slot,
     read_copies,
     write_state,
@@ -251,9 +250,9 @@ class SlotStore:
                 if not self._slot_matches(other, st.image(other)):
                     raise NoBootableSlotError(f"{self.root}: neither slot matches its record")
                 event = f"fallback: slot {st.active} does not match its record, booting slot {other}"
-                pending = st.pending if st.pending and st.pending.slot != st.active else None
+                # No pending update can survive this: one would target `other`, whose record would be empty.
                 st = self._save(
-                    st, active=other, pending=pending, last_event=event, slots={**st.slots, st.active: None}
+                    st, active=other, pending=None, last_event=event, slots={**st.slots, st.active: None}
                 )
         image = st.image(st.active)
         assert image is not None  # _slot_matches(None) is False
@@ -356,9 +355,6 @@ class SlotStore:
 
     def mark_patch_done(self) -> None:
         self._update_pending(patch_done=True)
-
-    def reset_slot_progress(self) -> None:
-        self._update_pending(progress=WriteProgress().model_dump())
 
     def mark_verified(self, *, sha256: str, length: int) -> SlotImage:
         """The caller verified the written bytes against the manifest; record the slot's image."""

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from telemetry.topics import DEVICE_ID_MAX_LEN, DEVICE_ID_PATTERN, Channel
 
@@ -61,6 +69,17 @@ U32 = Annotated[int, Field(ge=0, le=U32_MAX)]
 UnixSeconds = Annotated[int, Field(ge=0, le=U32_MAX)]  # good until 2106
 Fraction = Annotated[float, Field(ge=0.0, le=1.0), AfterValidator(quantise_fraction)]  # sent as x*10_000
 Percent = Annotated[float, Field(ge=0.0, le=100.0), AfterValidator(quantise_percent)]  # sent as x*10
+
+
+def _exact_int(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("schema version 'v' must be an integer")
+    return value
+
+
+# Literal[1] alone lets `true` and `1.0` through even in strict mode (True == 1 == 1.0); the JSON fast
+# path of telemetry.codec would then accept what the CBOR path (and the device codec) reject.
+SchemaVersionField = Annotated[Literal[1], BeforeValidator(_exact_int)]
 # 0 = primary model, higher = further down the chain
 FallbackLevel = Annotated[int, Field(ge=0, le=MAX_FALLBACK_LEVEL)]
 
@@ -102,7 +121,7 @@ class ModelRef(_Strict):
 
 
 class _Message(_Strict):
-    v: Literal[1] = SCHEMA_VERSION
+    v: SchemaVersionField = SCHEMA_VERSION
     device_id: DeviceId
 
 

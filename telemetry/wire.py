@@ -12,6 +12,7 @@ reject the same payloads with the same named errors by construction.
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any, Final, Literal
 
@@ -313,22 +314,26 @@ def _metrics_from_array(arr: list[Any]) -> dict[str, Any]:
 def loads_cbor(payload: bytes) -> dict[str, Any]:
     """CBOR bytes -> the message as a map (positional windows expanded), version and type checked.
 
-    Refuses indefinite-length items, duplicate keys, nesting deeper than MAX_NESTING and any item
-    that is not map/array/text/int/float/bool/null. Raises only the named decode errors.
+    Refuses trailing bytes, indefinite-length items, duplicate keys, nesting deeper than MAX_NESTING and
+    any item that is not map/array/text/int/float/bool/null. Raises only the named decode errors.
     """
     import cbor2
 
     data = payload_bytes(payload)
+    stream = io.BytesIO(data)
     try:
-        obj = cbor2.loads(
-            data,
+        obj = cbor2.CBORDecoder(
+            stream,
             max_depth=MAX_NESTING,
             allow_indefinite=False,
             allow_duplicate_keys=False,
             strict_hashable_types=True,
-        )
+        ).decode()
     except Exception as exc:  # cbor2 raises CBORDecodeError, but also e.g. ValueError from tag decoders
         raise MalformedPayload(f"not valid CBOR: {type(exc).__name__}: {exc}"[:300]) from None
+    # cbor2.loads() would silently ignore bytes after the first item; a payload is exactly one item.
+    if stream.tell() < len(data):
+        raise MalformedPayload(f"{len(data) - stream.tell()} bytes of trailing data after the CBOR item")
     _reject_foreign_items(obj)
     if isinstance(obj, list):
         obj = _metrics_from_array(obj)

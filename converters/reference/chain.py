@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from converters.features import FeatureSpec
 from converters.reference.datasets import TaskData, load_kws_stream, load_kws_task
@@ -123,6 +123,10 @@ class ChainReport(_Model):
             return cls.model_validate_json(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ChainError(f"{path}: cannot read chain report ({exc})") from exc
+        except ValidationError as exc:
+            raise ChainError(
+                f"{path}: not a valid chain report ({exc.error_count()} problems: {exc})"
+            ) from exc
 
 
 def load_task(task: str) -> TaskData:

@@ -54,10 +54,14 @@ def main() -> int:
     client = OtaClient(
         args.flash,
         SlotStore(args.flash, capacity=profile.model_flash_budget_bytes, checkpoint_bytes=4096),
-        DeviceTrust(root_public_keys=[bytes.fromhex(job["root_public_key"])],
-                    hardware_class=job["hardware_class"], installed_counter=0),
-        HttpFetcher(token=job["token"], retry=RetryPolicy(attempts=3, backoff_s=0.05, timeout_s=5.0),
-                    chunk_size=4096),
+        DeviceTrust(
+            root_public_keys=[bytes.fromhex(job["root_public_key"])],
+            hardware_class=job["hardware_class"],
+            installed_counter=0,
+        ),
+        HttpFetcher(
+            token=job["token"], retry=RetryPolicy(attempts=3, backoff_s=0.05, timeout_s=5.0), chunk_size=4096
+        ),
         GoldenHealthCheck(profile, lambda m: companions.get(m.artifact_sha256)),
         device_id=job["device_id"],
     )

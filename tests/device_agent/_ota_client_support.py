@@ -35,7 +35,7 @@ TOKEN = "token-dev-ota-1"
 MODEL = "digits"
 
 
-def load_module(name: str, path: Path):  # noqa: ANN201 - a module
+def load_module(name: str, path: Path):
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
@@ -67,8 +67,12 @@ def build_models(out: Path) -> Path:
     data = load_digits_task(0)
     task = TaskInfo(class_names=list(data.class_names), positive_class_ids=[0], score_threshold=0.5)
     config = ConversionConfig(
-        latency_warmup_runs=1, latency_runs=3, golden_size=16, variants=("float32",),
-        profiles=(HARDWARE_CLASS,), overwrite=True,
+        latency_warmup_runs=1,
+        latency_runs=3,
+        golden_size=16,
+        variants=("float32",),
+        profiles=(HARDWARE_CLASS,),
+        overwrite=True,
     )
     keras.utils.set_random_seed(0)
     inp = keras.Input(data.x_train.shape[1:])
@@ -77,8 +81,17 @@ def build_models(out: Path) -> Path:
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
 
     def convert(version: str, directory: str) -> None:
-        convert_model(model, data.x_cal, data.x_eval, data.y_eval, name=MODEL, version=version,
-                      out_dir=out / directory, config=config, task=task)
+        convert_model(
+            model,
+            data.x_cal,
+            data.x_eval,
+            data.y_eval,
+            name=MODEL,
+            version=version,
+            out_dir=out / directory,
+            config=config,
+            task=task,
+        )
 
     model.fit(data.x_train, data.y_train, epochs=4, batch_size=64, verbose=0)
     convert("1.0.1", "v1")
@@ -132,24 +145,47 @@ class Kit:
         return keys.raw_public_key(self.root_private)
 
     def device(self, installed_counter: int = 1) -> DeviceTrust:
-        return DeviceTrust(root_public_keys=[self.root_public], hardware_class=HARDWARE_CLASS,
-                           installed_counter=installed_counter)
-
-    def release(
-        self, version: str, counter: int, *, previous: str | None = None, hardware_class: str = HARDWARE_CLASS,
-        created: datetime | None = None, expires_in: timedelta = timedelta(days=30),
-        signer: ReleaseSigner | None = None,
-    ) -> SignedRelease:
-        prev = ([PreviousArtifact(version=f"1.0.{counter - 1}", counter=counter - 1,
-                                  data=model_bytes(self.models, previous))] if previous else [])
-        return build_release(
-            model_bytes(self.models, version), model=MODEL, version=f"1.0.{counter}", counter=counter,
-            hardware_classes=[hardware_class], variant="float32", signer=signer or self.signer,
-            previous=prev, delta_policy=DeltaPolicy(max_fraction=1.0),
-            created=created or datetime.now(UTC), expires_in=expires_in,
+        return DeviceTrust(
+            root_public_keys=[self.root_public],
+            hardware_class=HARDWARE_CLASS,
+            installed_counter=installed_counter,
         )
 
-    def companions(self, manifest) -> Path | None:  # noqa: ANN001 - ota.manifest.Manifest
+    def release(
+        self,
+        version: str,
+        counter: int,
+        *,
+        previous: str | None = None,
+        hardware_class: str = HARDWARE_CLASS,
+        created: datetime | None = None,
+        expires_in: timedelta = timedelta(days=30),
+        signer: ReleaseSigner | None = None,
+    ) -> SignedRelease:
+        prev = (
+            [
+                PreviousArtifact(
+                    version=f"1.0.{counter - 1}", counter=counter - 1, data=model_bytes(self.models, previous)
+                )
+            ]
+            if previous
+            else []
+        )
+        return build_release(
+            model_bytes(self.models, version),
+            model=MODEL,
+            version=f"1.0.{counter}",
+            counter=counter,
+            hardware_classes=[hardware_class],
+            variant="float32",
+            signer=signer or self.signer,
+            previous=prev,
+            delta_policy=DeltaPolicy(max_fraction=1.0),
+            created=created or datetime.now(UTC),
+            expires_in=expires_in,
+        )
+
+    def companions(self, manifest) -> Path | None:
         """The converter directory whose report names this artifact (the device's golden inputs)."""
         for version in ("v1", "v2", "v3"):
             if hashlib.sha256(model_bytes(self.models, version)).hexdigest() == manifest.artifact_sha256:
@@ -159,7 +195,9 @@ class Kit:
 
 def make_kit(models: Path) -> Kit:
     root = keys.generate_private_key()
-    return Kit(models, root, ReleaseSigner.certified_by(root, not_before=datetime.now(UTC) - timedelta(days=3)))
+    return Kit(
+        models, root, ReleaseSigner.certified_by(root, not_before=datetime.now(UTC) - timedelta(days=3))
+    )
 
 
 def publish(server, release: SignedRelease, *, name: str, artifact: bytes, base: bytes | None = None) -> dict:
@@ -173,41 +211,61 @@ def publish(server, release: SignedRelease, *, name: str, artifact: bytes, base:
     if base is not None:
         patch = release.patches[hashlib.sha256(base).hexdigest()]
         url = server.put(f"{prefix}/from-{release.manifest.counter - 1}.patch", patch)
-        delta = DeltaRef(url=url, sha256=hashlib.sha256(patch).hexdigest(), size_bytes=len(patch),
-                         from_version=release.manifest.counter - 1)
+        delta = DeltaRef(
+            url=url,
+            sha256=hashlib.sha256(patch).hexdigest(),
+            size_bytes=len(patch),
+            from_version=release.manifest.counter - 1,
+        )
     return {
         "release_id": f"{MODEL}-{name}",
         "model_name": MODEL,
         "target_version": release.manifest.counter,
         "hardware_class": HARDWARE_CLASS,
-        "manifest": ArtifactRef(url=manifest_url, sha256=hashlib.sha256(release.manifest_bytes).hexdigest(),
-                                size_bytes=len(release.manifest_bytes)),
-        "artifact": ArtifactRef(url=artifact_url, sha256=hashlib.sha256(artifact).hexdigest(),
-                                size_bytes=len(artifact)),
+        "manifest": ArtifactRef(
+            url=manifest_url,
+            sha256=hashlib.sha256(release.manifest_bytes).hexdigest(),
+            size_bytes=len(release.manifest_bytes),
+        ),
+        "artifact": ArtifactRef(
+            url=artifact_url, sha256=hashlib.sha256(artifact).hexdigest(), size_bytes=len(artifact)
+        ),
         "delta": delta,
     }
 
 
-def update_command(fields: dict, cmd_id: str):  # noqa: ANN201 - telemetry.schemas.UpdateAvailable
+def update_command(fields: dict, cmd_id: str):
     from telemetry.schemas import UpdateAvailable
 
-    return UpdateAvailable(device_id=DEVICE_ID, cmd_id=cmd_id, ts=int(datetime.now(UTC).timestamp()), **fields)
+    return UpdateAvailable(
+        device_id=DEVICE_ID, cmd_id=cmd_id, ts=int(datetime.now(UTC).timestamp()), **fields
+    )
 
 
 # ------------------------------------------------------------------------------------------- device
 
 
-def provision(flash: Path, models: Path, counter: int = 1):  # noqa: ANN201 - ota.slots.SlotStore
+def provision(flash: Path, models: Path, counter: int = 1):
     from firmware_stubs.hardware_profiles import get_profile
     from ota.slots import SlotStore
 
-    store = SlotStore(flash, capacity=get_profile(HARDWARE_CLASS).model_flash_budget_bytes, checkpoint_bytes=4096)
+    store = SlotStore(
+        flash, capacity=get_profile(HARDWARE_CLASS).model_flash_budget_bytes, checkpoint_bytes=4096
+    )
     store.provision(model_bytes(models, "v1"), counter=counter)
     return store
 
 
-def make_client(flash: Path, kit: Kit, *, sink=None, token: str | None = TOKEN, battery=None,  # noqa: ANN001
-                attempts: int = 4, energy=None):  # noqa: ANN001, ANN201
+def make_client(
+    flash: Path,
+    kit: Kit,
+    *,
+    sink=None,
+    token: str | None = TOKEN,
+    battery=None,
+    attempts: int = 4,
+    energy=None,
+):
     """An OtaClient on a fresh SlotStore object over ``flash`` (a new "process" view of the device)."""
     from device_agent.http_download import HttpFetcher, RetryPolicy
     from device_agent.ota_client import GoldenHealthCheck, OtaClient
@@ -216,11 +274,19 @@ def make_client(flash: Path, kit: Kit, *, sink=None, token: str | None = TOKEN, 
 
     profile = get_profile(HARDWARE_CLASS)
     store = SlotStore(flash, capacity=profile.model_flash_budget_bytes, checkpoint_bytes=4096)
-    fetcher = HttpFetcher(token=token, retry=RetryPolicy(attempts=attempts, backoff_s=0.01, timeout_s=5.0),
-                          chunk_size=4096)
+    fetcher = HttpFetcher(
+        token=token, retry=RetryPolicy(attempts=attempts, backoff_s=0.01, timeout_s=5.0), chunk_size=4096
+    )
     return OtaClient(
-        flash, store, kit.device(), fetcher, GoldenHealthCheck(profile, kit.companions), device_id=DEVICE_ID,
-        sink=sink, energy=energy, battery=battery,
+        flash,
+        store,
+        kit.device(),
+        fetcher,
+        GoldenHealthCheck(profile, kit.companions),
+        device_id=DEVICE_ID,
+        sink=sink,
+        energy=energy,
+        battery=battery,
     )
 
 

@@ -93,7 +93,9 @@ class Reports(list):
 
 def _publish_v2(server, kit, *, delta: bool = False, name: str = "v2") -> dict:
     release = kit.release("v2", 2, previous="v1" if delta else None)
-    return S.publish(server, release, name=name, artifact=_v(kit, "v2"), base=_v(kit, "v1") if delta else None)
+    return S.publish(
+        server, release, name=name, artifact=_v(kit, "v2"), base=_v(kit, "v1") if delta else None
+    )
 
 
 def _assert_on(flash: Path, data: bytes) -> None:
@@ -119,7 +121,11 @@ def test_full_update_walks_every_state_and_commits(flash: Path, kit, server) -> 
     assert all(m.reason and m.reason.startswith("cmd cmd-1") for m in reports.changes)
     assert [m.from_state for m in reports.changes][1:] == reports.path()[:-1]
     final = reports.statuses[-1]
-    assert (final.state, final.bytes_done, final.bytes_total) == ("committed", len(_v(kit, "v2")), len(_v(kit, "v2")))
+    assert (final.state, final.bytes_done, final.bytes_total) == (
+        "committed",
+        len(_v(kit, "v2")),
+        len(_v(kit, "v2")),
+    )
     assert final.target_version == 2 and final.from_version == 1 and not final.via_delta
     # Every request carried this device's bearer token.
     assert {r.device for r in server.requests()} == {S.DEVICE_ID}
@@ -129,7 +135,10 @@ def test_full_update_walks_every_state_and_commits(flash: Path, kit, server) -> 
     before = len(server.requests())
     again = S.make_client(flash, kit, sink=reports.append)
     assert again.resume().state == "committed"
-    assert again.handle_update(S.update_command(_publish_v2(server, kit, name="v2b"), "cmd-2")).state == "committed"
+    assert (
+        again.handle_update(S.update_command(_publish_v2(server, kit, name="v2b"), "cmd-2")).state
+        == "committed"
+    )
     assert again.record.reason == "already installed"
     assert len(server.requests()) == before
     _assert_on(flash, _v(kit, "v2"))
@@ -165,7 +174,9 @@ def test_transient_transport_faults_resume_and_commit(flash: Path, kit, server, 
     assert size <= sent < 2 * size
     if fault.drop_after:
         starts = [r.range_start for r in server.requests("/releases/v2/model.tflite")]
-        assert starts[0] == 0 and all(s > 0 for s in starts[1:]) and len(starts) == 4  # resumed, not restarted
+        assert (
+            starts[0] == 0 and all(s > 0 for s in starts[1:]) and len(starts) == 4
+        )  # resumed, not restarted
 
 
 def test_retries_exhausted_is_a_named_failure_and_a_later_command_resumes(flash: Path, kit, server) -> None:
@@ -216,7 +227,10 @@ def test_download_deferred_on_low_battery_and_resumed_when_charging(flash: Path,
     reports = Reports()
     battery = {"pct": 12.0, "charging": False}
     client = S.make_client(
-        flash, kit, sink=reports.append, battery=lambda: (battery["pct"], battery["charging"]),
+        flash,
+        kit,
+        sink=reports.append,
+        battery=lambda: (battery["pct"], battery["charging"]),
         energy=UpdateEnergyPolicy(EnergyThresholds(min_battery_pct=20.0, margin_pct=5.0)),
     )
     client.resume()
@@ -241,15 +255,20 @@ def test_battery_dropping_mid_download_pauses_and_resumes_from_offset(flash: Pat
         state["pct"] = next(readings)
         return state["pct"], False
 
-    client = S.make_client(flash, kit, battery=battery,
-                           energy=UpdateEnergyPolicy(EnergyThresholds(min_battery_pct=20.0)))
+    client = S.make_client(
+        flash, kit, battery=battery, energy=UpdateEnergyPolicy(EnergyThresholds(min_battery_pct=20.0))
+    )
     client.resume()
     record = client.handle_update(S.update_command(_publish_v2(server, kit), "cmd-m"))
     assert record.state == "deferred" and 0 < record.bytes_done < len(_v(kit, "v2"))
     assert S.active_sha(flash) == _sha(_v(kit, "v1"))
     # Power cut while deferred: a new process resumes into the same state, then the battery recovers.
-    client = S.make_client(flash, kit, battery=lambda: (80.0, False),
-                           energy=UpdateEnergyPolicy(EnergyThresholds(min_battery_pct=20.0)))
+    client = S.make_client(
+        flash,
+        kit,
+        battery=lambda: (80.0, False),
+        energy=UpdateEnergyPolicy(EnergyThresholds(min_battery_pct=20.0)),
+    )
     assert client.resume().state == "committed"
     _assert_on(flash, _v(kit, "v2"))
     assert server.body_bytes() - server.body_bytes("/releases/v2/manifest.json") < 2 * len(_v(kit, "v2"))
@@ -264,7 +283,9 @@ def test_rollback_command_returns_to_the_previous_slot(flash: Path, kit, server)
     client.resume()
     fields = _publish_v2(server, kit)
     assert client.handle_update(S.update_command(fields, "cmd-u")).state == "committed"
-    rollback = Rollback(device_id=S.DEVICE_ID, cmd_id="cmd-r", ts=0, release_id="digits-v2", reason="canary FPR")
+    rollback = Rollback(
+        device_id=S.DEVICE_ID, cmd_id="cmd-r", ts=0, release_id="digits-v2", reason="canary FPR"
+    )
     record = client.handle_rollback(rollback)
     assert record.state == "rolled_back"
     _assert_on(flash, _v(kit, "v1"))
@@ -313,9 +334,15 @@ def _unsigned(manifest: bytes) -> bytes:
 BAD_MANIFESTS = {
     "unsigned": ("manifest_format", lambda kit, m: _unsigned(m)),
     "mis-signed": ("bad_signature", lambda kit, m: _tampered(m)),
-    "unknown-key": ("unknown_key", lambda kit, m: _resigned(
-        m, ReleaseSigner.certified_by(keys.generate_private_key(),
-                                      not_before=datetime.now(UTC) - timedelta(days=1)))),
+    "unknown-key": (
+        "unknown_key",
+        lambda kit, m: _resigned(
+            m,
+            ReleaseSigner.certified_by(
+                keys.generate_private_key(), not_before=datetime.now(UTC) - timedelta(days=1)
+            ),
+        ),
+    ),
 }
 
 
@@ -329,8 +356,12 @@ def test_bad_manifest_is_refused_by_name(flash: Path, kit, server, case: str) ->
 
 @pytest.mark.parametrize(
     ("case", "code"),
-    [("other-hardware", "wrong_hardware_class"), ("expired", "expired"), ("replayed-counter", "downgrade"),
-     ("downgrade", "downgrade")],
+    [
+        ("other-hardware", "wrong_hardware_class"),
+        ("expired", "expired"),
+        ("replayed-counter", "downgrade"),
+        ("downgrade", "downgrade"),
+    ],
 )
 def test_untrusted_release_is_refused_by_name(tmp_path: Path, kit, server, case: str, code: str) -> None:
     flash = tmp_path / "flash"
@@ -338,7 +369,9 @@ def test_untrusted_release_is_refused_by_name(tmp_path: Path, kit, server, case:
     if case == "other-hardware":
         release = kit.release("v2", 2, hardware_class="pi-4")
     elif case == "expired":
-        release = kit.release("v2", 2, created=datetime.now(UTC) - timedelta(days=2), expires_in=timedelta(days=1))
+        release = kit.release(
+            "v2", 2, created=datetime.now(UTC) - timedelta(days=2), expires_in=timedelta(days=1)
+        )
     else:  # counter equal to (replay) or below (downgrade) the installed one
         release = kit.release("v2", 1 if case == "replayed-counter" else 3)
     fields = S.publish(server, release, name="v2", artifact=_v(kit, "v2"))
@@ -378,8 +411,16 @@ def test_golden_output_mismatch_fails_health_check_and_reverts(flash: Path, kit,
     _assert_on(flash, _v(kit, "v2"))
 
 
-def _expect_named_failure(flash: Path, kit, server, fields: dict, code: str, *, token: str = S.TOKEN,
-                          downloads_artifact: bool = True) -> None:
+def _expect_named_failure(
+    flash: Path,
+    kit,
+    server,
+    fields: dict,
+    code: str,
+    *,
+    token: str = S.TOKEN,
+    downloads_artifact: bool = True,
+) -> None:
     reports = Reports()
     client = S.make_client(flash, kit, sink=reports.append, token=token)
     client.resume()
@@ -424,4 +465,6 @@ def test_state_file_holds_the_manifest_and_command(flash: Path, kit, server) -> 
     assert record.manifest_b64 is None  # nothing fetched while deferred
     client.battery = lambda: (90.0, False)
     client.poll()
-    assert base64.b64decode(load_record(flash).manifest_b64) == server.state.files["/releases/v2/manifest.json"]
+    assert (
+        base64.b64decode(load_record(flash).manifest_b64) == server.state.files["/releases/v2/manifest.json"]
+    )

@@ -5,13 +5,14 @@ Each sequence starts from a device provisioned with v1 (counter 1) and a signed 
 TensorFlow) boots, installs, reboots into the trial, health-checks and commits; it is killed at the
 N-th crash point (every fsync, rename and chunk write), then restarted -- sometimes killed again --
 until a run completes. Power-ons are forked by the child script's --serve zygote (a subprocess that
-imported everything once), each a separate process killed with SIGKILL; every 16th sequence runs
+imported everything once), each a separate process killed with SIGKILL; every 32nd sequence runs
 each power-on as a plain `python _power_loss_child.py ...` subprocess instead.
 
-After every kill the parent checks, on a copy of the store, that boot() picks a slot whose bytes
-match the state record and are v1 or v2, that the real LiteRT interpreter loads it and gives that
-model's output, that the slot running before the update was never written, and that the installed
-counter never went backwards.
+After a third of the kills the parent also destroys what was written after the last fsync (see
+drop_unsynced). After every kill the parent checks, on a copy of the store, that boot() picks a
+slot whose bytes match the state record and are v1 or v2, that the real LiteRT interpreter loads it
+and gives that model's output, that the slot running before the update was never written, and
+that the installed counter never went backwards.
 
 Kills: TINYFLEET_POWER_LOSS_KILLS (default 300; seed: TINYFLEET_POWER_LOSS_SEED) split over full
 installs, delta installs, a release failing its health check, chained kills during recovery, and
@@ -182,6 +183,29 @@ def check_device(world: World, store: Path, last_counter: int) -> int:
     return counter
 
 
+def drop_unsynced(world: World, store: Path, rng: random.Random) -> None:
+    """What a real power cut may add to a process kill: bytes written after the last fsync are lost
+    or garbage. Temp files vanish; the tail of a partial write past its durable offset is cut at a
+    random length and filled with noise."""
+    for tmp in store.glob("*.tmp"):
+        tmp.unlink()
+    pending = SlotStore(store, capacity=CAPACITY).load().pending
+    if pending is None:
+        return
+    for path, durable in (
+        (store / f"slot_{pending.slot}.bin", pending.progress.offset),
+        (store / "staging.patch", pending.patch_progress.offset),
+    ):
+        size = path.stat().st_size if path.exists() else 0
+        if size > durable:
+            keep = rng.randint(durable, size)
+            with path.open("r+b") as f:
+                f.truncate(keep)
+                f.seek(durable)
+                f.write(rng.randbytes(keep - durable))
+            world.outcomes["unsynced tails damaged"] += 1
+
+
 def run_sequence(
     world: World,
     rng: random.Random,
@@ -205,6 +229,8 @@ def run_sequence(
             world.kills += 1
             label = next((ln[6:] for ln in err.splitlines() if ln.startswith("CRASH ")), "parent-kill")
             world.labels[label.split(":")[0]] += 1
+            if rng.random() < 0.3:
+                drop_unsynced(world, store, rng)
             counter = check_device(world, store, counter)
             # Chained: killed again while recovering (a resumed run passes fewer points).
             crash_at = rng.randint(1, 12) if rng.random() < chain else None
@@ -264,14 +290,14 @@ def test_power_loss_never_bricks(world: World) -> None:
 
         # Sequences run until the kill budget is spent (chained kills during recovery count too).
         # Every 10th installs a release that fails its health check; every 8th is killed by the
-        # parent at a random moment instead (no cooperation from the child at all); every 16th runs
+        # parent at a random moment instead (no cooperation from the child at all); every 32nd runs
         # each power-on in a fresh interpreter instead of a zygote fork.
         t0 = time.monotonic()
         sequences = 0
         for index, (mode, first) in enumerate(firsts()):
             if world.kills >= KILLS:
                 break
-            fresh = index % 16 == 5
+            fresh = index % 32 == 5
             runner = _run if fresh else zygote.run
             health = "fail" if index % 10 == 9 else "ok"
             delay = None

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from firmware_stubs.hardware_profiles import get_profile
 from ota.delta import make_patch
@@ -363,6 +365,32 @@ def test_damaged_newest_state_copy_falls_back_to_the_previous(store: SlotStore, 
     # commit is written to both copies, so the surviving one holds the same decision.
     assert (decision.slot, decision.trial, fresh.load().installed_counter) == ("b", False, 2)
     assert_runs(store, kit.v2)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    cuts=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), min_size=1, max_size=6),
+    both=st.booleans(),
+)
+def test_any_damage_to_the_state_copies_still_boots_a_verified_model(
+    store: SlotStore, kit, cuts: list[tuple[int, int]], both: bool
+) -> None:
+    copies = sorted(store.root.glob("state.*.json"))
+    originals = {p: p.read_bytes() for p in copies}
+    try:
+        for p in copies if both else copies[:1]:
+            data = bytearray(originals[p])
+            for pos, value in cuts:
+                if value == 0:
+                    del data[pos % max(len(data), 1) :]  # truncation
+                elif data:
+                    data[pos % len(data)] ^= value
+            p.write_bytes(bytes(data))
+        decision = SlotStore(store.root, capacity=CAPACITY).boot()
+        assert sha(decision.path.read_bytes()) == decision.image.sha256 == sha(kit.v1)
+    finally:
+        for p, data in originals.items():
+            p.write_bytes(data)
 
 
 def test_both_state_copies_lost_recovers_from_slot_metadata(store: SlotStore, kit) -> None:

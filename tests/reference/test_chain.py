@@ -123,3 +123,11 @@ def test_out_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ChainError, match="not a directory"):
         build_reference_chain("digits", target, overwrite=True)
     assert target.read_text() == "x"
+
+
+def test_reading_a_corrupt_or_missing_chain_report_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ChainError, match="cannot read"):
+        ChainReport.read(tmp_path)
+    (tmp_path / "chain.json").write_text('{"task": "kws"}')
+    with pytest.raises(ChainError, match="not a valid chain report"):
+        ChainReport.read(tmp_path)

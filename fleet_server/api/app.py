@@ -1,0 +1,53 @@
+"""Application factory: ``create_app(settings)`` wires engine, migrations, routes, errors, metrics, audit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from fleet_server.api.audit_middleware import install_audit
+from fleet_server.api.errors import install_error_handlers
+from fleet_server.api.metrics import HttpMetrics, install_metrics
+from fleet_server.api.routes import audit, device_self, devices, health, tokens
+from fleet_server.db import make_engine, make_session_factory
+from fleet_server.db.migrate import upgrade_to_head
+from fleet_server.settings import Settings
+
+API_VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. With ``settings.migrate_on_start`` the database is upgraded to head right here."""
+    settings = settings or Settings()
+    if settings.is_sqlite:
+        settings.ensure_dirs()
+    engine = make_engine(settings.database_url, echo=settings.db_echo)
+    if settings.migrate_on_start:
+        upgrade_to_head(engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="TinyFleet fleet server",
+        version=API_VERSION,
+        description="Operator API (Bearer tokens: viewer < operator < admin) and device API (HTTP Basic "
+        'with the device id and secret). Errors: {"error": {"code", "message", "details"}}.',
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.metrics = HttpMetrics()
+
+    install_error_handlers(app)
+    # Middleware added last runs first: metrics wraps everything, including the audit write.
+    install_audit(app)
+    install_metrics(app, app.state.metrics)
+    for module in (health, devices, device_self, tokens, audit):
+        app.include_router(module.router)
+    return app

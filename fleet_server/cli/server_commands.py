@@ -1,0 +1,174 @@
+"""`tinyfleet server ...`: run the API (uvicorn), migrate the database, bootstrap API tokens.
+
+Wire into the main CLI with ``app.add_typer(server_app, name="server")``. FastAPI, SQLAlchemy and
+uvicorn are imported inside the commands so the rest of the CLI does not pay for them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+server_app = typer.Typer(
+    name="server", help="Run and administer the TinyFleet fleet server.", no_args_is_help=True
+)
+_err = Console(stderr=True)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    _err.print(f"[red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Any:
+    from pydantic import ValidationError
+
+    from fleet_server.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise _fail(f"invalid setting {where}: {first['msg']} (TINYFLEET_* environment)", 2) from None
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def _engine(settings: Any) -> Any:
+    from fleet_server.db import make_engine
+
+    if settings.is_sqlite:
+        settings.ensure_dirs()
+    try:
+        return make_engine(settings.database_url)
+    except Exception as exc:  # bad URL, unknown driver: the message names it, never the password
+        raise _fail(
+            f"cannot use database {_safe_url(settings.database_url)}: {type(exc).__name__}", 2
+        ) from None
+
+
+def _migrate(engine: Any, settings: Any) -> tuple[str | None, str | None]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from fleet_server.db.migrate import current_revision, upgrade_to_head
+
+    try:
+        before = current_revision(engine)
+        after = upgrade_to_head(engine)
+    except SQLAlchemyError as exc:
+        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+        raise _fail(f"database {_safe_url(settings.database_url)}: {reason}", 1) from None
+    return before, after
+
+
+@server_app.command("migrate")
+def migrate(json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Upgrade the database (TINYFLEET_DATABASE_URL) to the newest schema revision."""
+    settings = _settings()
+    engine = _engine(settings)
+    try:
+        before, after = _migrate(engine, settings)
+    finally:
+        engine.dispose()
+    result = {"database": _safe_url(settings.database_url), "from_revision": before, "to_revision": after}
+    if json_output:
+        typer.echo(json.dumps(result))
+        return
+    Console().print(
+        f"database {result['database']}: revision {before or '(empty)'} → {after}", highlight=False
+    )
+
+
+@server_app.command("create-token")
+def create_token(
+    name: Annotated[
+        str, typer.Option(help="Unique token name; shown as the actor in the audit log.")
+    ] = "admin",
+    role: Annotated[str, typer.Option(help="viewer, operator or admin.")] = "admin",
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create an operator API token (e.g. the first admin). The token is printed once, never stored."""
+    from fleet_server import audit
+    from fleet_server.api.schemas.tokens import TOKEN_NAME_PATTERN
+    from fleet_server.auth import Role, issue_token
+    from fleet_server.db import make_session_factory
+
+    try:
+        parsed_role = Role.parse(role)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    if not re.fullmatch(TOKEN_NAME_PATTERN, name):
+        raise _fail(f"token name {name!r} must match {TOKEN_NAME_PATTERN}", 2)
+    settings = _settings()
+    engine = _engine(settings)
+    try:
+        _migrate(engine, settings)
+        with make_session_factory(engine)() as session:
+            try:
+                issued = issue_token(
+                    session, name=name, role=parsed_role, created_by="cli", n_bytes=settings.token_bytes
+                )
+            except ValueError as exc:
+                raise _fail(str(exc), 2) from None
+            audit.record(
+                session,
+                actor="cli",
+                actor_kind="system",
+                action="token.create",
+                target=name,
+                outcome="ok",
+                details={"role": parsed_role.name},
+            )
+            session.commit()
+            token_id = issued.row.id
+    finally:
+        engine.dispose()
+    if json_output:
+        typer.echo(
+            json.dumps({"id": token_id, "name": name, "role": parsed_role.name, "token": issued.secret})
+        )
+        return
+    table = Table(title="API token created (the token is shown only now)")
+    for col in ("id", "name", "role", "token"):
+        table.add_column(col)
+    table.add_row(str(token_id), name, parsed_role.name, issued.secret)
+    Console(width=200).print(table)
+
+
+@server_app.command("run")
+def run(
+    host: Annotated[str | None, typer.Option(help="Bind address (default TINYFLEET_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default TINYFLEET_API_PORT).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the operator and device API with uvicorn (migrates the database first)."""
+    import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from fleet_server.api import create_app
+
+    settings = _settings(api_host=host, api_port=port)
+    try:
+        app = create_app(settings)
+    except SQLAlchemyError as exc:
+        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+        raise _fail(f"database {_safe_url(settings.database_url)}: {reason}", 1) from None
+    _err.print(
+        f"TinyFleet server on http://{settings.api_host}:{settings.api_port} "
+        f"(database {_safe_url(settings.database_url)}; OpenAPI at /docs)",
+        highlight=False,
+    )
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level=log_level)

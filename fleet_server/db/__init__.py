@@ -1,0 +1,23 @@
+"""Database layer: ORM tables (one module per resource), engine/session, migrations runner.
+
+Importing this package registers every table on ``Base.metadata`` (what Alembic compares against).
+"""
+
+from fleet_server.db.api_tokens import ApiToken
+from fleet_server.db.audit_log import AuditEntry
+from fleet_server.db.base import Base
+from fleet_server.db.devices import Device
+from fleet_server.db.engine import make_engine, make_session_factory
+from fleet_server.db.ml_models import ConversionJob, MlModel, ModelVersion
+
+__all__ = [
+    "ApiToken",
+    "AuditEntry",
+    "Base",
+    "ConversionJob",
+    "Device",
+    "MlModel",
+    "ModelVersion",
+    "make_engine",
+    "make_session_factory",
+]

@@ -1,0 +1,297 @@
+"""Stage gates: each turns the cohort's and the control group's totals into a GateResult.
+
+A gate never raises on thin data: it answers ``insufficient_data`` and says what is missing. The
+cohort is the set of devices commanded to install the candidate in this stage's cohort (or, in a
+shadow stage, running it in shadow); the control group stays on the previous version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fleet_server.rollouts.cohorts import FleetView
+from fleet_server.rollouts.model import (
+    DriftGateConfig,
+    FallbackGateConfig,
+    FalsePositiveGateConfig,
+    GateConfig,
+    GateResult,
+    InstallGateConfig,
+    LatencyGateConfig,
+    RelativeGateConfig,
+    ServingErrorGateConfig,
+    Verdict,
+)
+from fleet_server.rollouts.statistics import required_sample_size, two_proportion_z_test
+from fleet_server.rollouts.totals import INSTALL_FAILED, INSTALL_OK, DeviceTotals
+from telemetry.drift import DriftInputError, drift_status, psi
+
+SEVERITY: dict[Verdict, int] = {"pass": 0, "insufficient_data": 1, "soft_fail": 2, "hard_fail": 3}
+
+
+@dataclass
+class GateContext:
+    fleet: FleetView
+    totals: DeviceTotals
+    cohort: np.ndarray  # bool mask
+    control: np.ndarray  # bool mask
+    shadow: bool = False  # shadow stage: compare the candidate's shadow figures with the primary's
+    baseline: Mapping[int, Sequence[float]] | None = None  # input feature -> baseline histogram counts
+
+    @property
+    def reporting(self) -> np.ndarray:
+        return self.cohort & (self.totals.inferences > 0)
+
+    @property
+    def control_reporting(self) -> np.ndarray:
+        return self.control & (self.totals.inferences > 0)
+
+
+def _s(arr: np.ndarray, mask: np.ndarray) -> int:
+    return int(arr[mask].sum())
+
+
+def install_gate(ctx: GateContext, cfg: InstallGateConfig) -> GateResult:
+    st = ctx.totals.install_state
+    ok, failed = _s(st == INSTALL_OK, ctx.cohort), _s(st == INSTALL_FAILED, ctx.cohort)
+    finished = ok + failed
+    ev = {"commanded": int(ctx.cohort.sum()), "succeeded": ok, "failed": failed,
+          "soft_max_rate": cfg.soft_max_rate, "error_threshold": cfg.error_threshold}
+    if finished == 0:
+        return GateResult(name="install", verdict="insufficient_data", threshold=cfg.error_threshold,
+                          evidence=ev, reason="no install has finished yet")
+    rate = failed / finished
+    if rate > cfg.error_threshold:
+        verdict, reason = "hard_fail", f"install failure rate {rate:.1%} above the error threshold"
+    elif rate > cfg.soft_max_rate:
+        verdict, reason = "soft_fail", f"install failure rate {rate:.1%} above {cfg.soft_max_rate:.1%}"
+    else:
+        verdict, reason = "pass", f"install failure rate {rate:.1%}"
+    return GateResult(name="install", verdict=verdict, value=rate, threshold=cfg.error_threshold,
+                      evidence=ev, reason=reason)
+
+
+def false_positive_gate(ctx: GateContext, cfg: FalsePositiveGateConfig) -> GateResult:
+    t = ctx.totals
+    if ctx.shadow:  # candidate (shadow figures) vs the primary model on the same devices
+        x1 = _s(t.candidate_false_positives, ctx.cohort)
+        n1 = _s(t.shadow_samples if cfg.per == "inferences" else t.candidate_positives, ctx.cohort)
+        x2 = _s(t.false_positives, ctx.cohort)
+        n2 = _s(t.inferences if cfg.per == "inferences" else t.positives, ctx.cohort)
+        against = "the current model on the same (shadow) devices"
+    else:
+        denom = t.inferences if cfg.per == "inferences" else t.positives
+        x1, n1 = _s(t.false_positives, ctx.cohort), _s(denom, ctx.cohort)
+        x2, n2 = _s(t.false_positives, ctx.control), _s(denom, ctx.control)
+        against = "the control group"
+    ev: dict = {"per": cfg.per, "against": against, "cohort_fp": x1, "cohort_n": n1, "control_fp": x2,
+                "control_n": n2, "alpha": cfg.alpha, "power": cfg.power, "min_trials": cfg.min_trials}
+    if n1 < cfg.min_trials or n2 < cfg.min_trials:
+        return GateResult(name="false_positive", verdict="insufficient_data", threshold=cfg.alpha, evidence=ev,
+                          values={"cohort_n": n1, "control_n": n2},
+                          reason=f"fewer than {cfg.min_trials} trials in the cohort or the control")
+    test = two_proportion_z_test(x1, n1, x2, n2)
+    delta = max(cfg.min_detectable_abs, cfg.min_detectable_rel * test.p2)
+    n_req = required_sample_size(test.p2, delta, cfg.alpha, cfg.power)
+    increase = test.p1 - test.p2
+    values = {"cohort_rate": test.p1, "control_rate": test.p2, "z": test.z, "p_value": test.p_value,
+              "delta": delta, "n_required": float(n_req), "cohort_n": float(n1), "control_n": float(n2)}
+    ev.update(delta=delta, n_required=n_req, enough_evidence=min(n1, n2) >= n_req)
+    if test.significant(cfg.alpha):
+        if increase >= delta:
+            verdict: Verdict = "hard_fail"
+            reason = (f"FP rate {test.p1:.4%} vs {test.p2:.4%}: significantly higher (p={test.p_value:.2g}) "
+                      f"by at least the minimum detectable increase {delta:.4%}")
+        else:
+            verdict = "soft_fail"
+            reason = (f"FP rate {test.p1:.4%} vs {test.p2:.4%}: significantly higher (p={test.p_value:.2g}) "
+                      f"but by less than {delta:.4%}")
+    elif min(n1, n2) < n_req:
+        verdict = "insufficient_data"
+        reason = f"no significant increase yet; {n_req} trials per group needed, have {min(n1, n2)}"
+    else:
+        verdict, reason = "pass", f"FP rate {test.p1:.4%} vs {test.p2:.4%}: no significant increase"
+    return GateResult(name="false_positive", verdict=verdict, value=test.p1, threshold=cfg.alpha,
+                      values=values, evidence=ev, reason=reason)
+
+
+def _relative(name: str, cohort_value: float | None, control_value: float | None, n1: int, n2: int,
+              cfg: RelativeGateConfig) -> GateResult:
+    ev = {"cohort_devices": n1, "control_devices": n2, "soft_max_increase": cfg.soft_max_increase,
+          "hard_max_increase": cfg.hard_max_increase, "min_devices": cfg.min_devices}
+    values = {"cohort": cohort_value, "control": control_value}
+    if n1 < cfg.min_devices or n2 < cfg.min_devices or cohort_value is None or control_value is None:
+        return GateResult(name=name, verdict="insufficient_data", threshold=cfg.soft_max_increase, values=values,
+                          evidence=ev, reason=f"fewer than {cfg.min_devices} devices with a figure per group")
+    if control_value <= 0:
+        verdict: Verdict = "pass" if cohort_value <= 0 else "soft_fail"
+        return GateResult(name=name, verdict=verdict, threshold=cfg.soft_max_increase, values=values, evidence=ev,
+                          reason="control figure is zero: relative increase undefined")
+    rel = (cohort_value - control_value) / control_value
+    if rel > cfg.hard_max_increase:
+        verdict = "hard_fail"
+    elif rel > cfg.soft_max_increase:
+        verdict = "soft_fail"
+    else:
+        verdict = "pass"
+    return GateResult(name=name, verdict=verdict, value=rel, threshold=cfg.soft_max_increase, values=values,
+                      evidence=ev, reason=f"{name} {cohort_value:.4g} vs control {control_value:.4g} ({rel:+.1%})")
+
+
+def battery_gate(ctx: GateContext, cfg: RelativeGateConfig) -> GateResult:
+    d = ctx.totals.battery_drain_pct_per_h
+    has = np.isfinite(d)
+    c1, c2 = ctx.reporting & has, ctx.control_reporting & has
+    v1 = float(d[c1].mean()) if c1.any() else None
+    v2 = float(d[c2].mean()) if c2.any() else None
+    return _relative("battery_drain", v1, v2, int(c1.sum()), int(c2.sum()), cfg)
+
+
+def duty_cycle_gate(ctx: GateContext, cfg: RelativeGateConfig) -> GateResult:
+    t = ctx.totals
+    w1, w2 = float(t.window_s[ctx.reporting].sum()), float(t.window_s[ctx.control_reporting].sum())
+    v1 = float(t.active_s[ctx.reporting].sum()) / w1 if w1 > 0 else None
+    v2 = float(t.active_s[ctx.control_reporting].sum()) / w2 if w2 > 0 else None
+    return _relative("duty_cycle", v1, v2, int(ctx.reporting.sum()), int(ctx.control_reporting.sum()), cfg)
+
+
+def latency_gate(ctx: GateContext, cfg: LatencyGateConfig) -> GateResult:
+    t = ctx.totals
+    if ctx.shadow:
+        p95, weight = t.candidate_latency_p95_us, t.shadow_samples
+    else:
+        p95, weight = t.latency_p95_us, t.inferences
+    mask = ctx.cohort & (weight > 0)
+    if not mask.any():
+        return GateResult(name="latency_p95", verdict="insufficient_data", threshold=cfg.budget_us,
+                          reason="no cohort device has reported latency")
+    per_class: dict[str, dict] = {}
+    worst: tuple[float, str, float, float] | None = None  # (ratio, class, p95, budget)
+    classes = ctx.fleet.hardware_class[mask]
+    for hw in sorted(set(classes.tolist())):
+        m = mask & (ctx.fleet.hardware_class == hw)
+        value = float((p95[m] * weight[m]).sum() / weight[m].sum())
+        budget = cfg.per_class_budget_us.get(hw, cfg.budget_us)
+        per_class[hw] = {"p95_us": value, "budget_us": budget, "devices": int(m.sum())}
+        if budget is not None and (worst is None or value / budget > worst[0]):
+            worst = (value / budget, hw, value, budget)
+    ev = {"per_class": per_class, "hard_factor": cfg.hard_factor, "approximation":
+          "inference-weighted mean of the devices' window p95s"}
+    if worst is None:
+        return GateResult(name="latency_p95", verdict="pass", evidence=ev, reason="no latency budget configured")
+    ratio, hw, value, budget = worst
+    if ratio > cfg.hard_factor:
+        verdict: Verdict = "hard_fail"
+    elif ratio > 1.0:
+        verdict = "soft_fail"
+    else:
+        verdict = "pass"
+    return GateResult(name="latency_p95", verdict=verdict, value=value, threshold=budget, evidence=ev,
+                      values={"ratio_to_budget": ratio},
+                      reason=f"p95 {value:.0f} us on {hw} vs budget {budget:.0f} us")
+
+
+def fallback_gate(ctx: GateContext, cfg: FallbackGateConfig) -> GateResult:
+    n = int(ctx.reporting.sum())
+    if n == 0:
+        return GateResult(name="fallback", verdict="insufficient_data", threshold=cfg.soft_max_share,
+                          reason="no cohort device reporting")
+    fell = int((ctx.totals.fell_back & ctx.reporting).sum())
+    share = fell / n
+    verdict: Verdict = (
+        "hard_fail" if share > cfg.hard_max_share else "soft_fail" if share > cfg.soft_max_share else "pass"
+    )
+    return GateResult(name="fallback", verdict=verdict, value=share, threshold=cfg.soft_max_share,
+                      evidence={"fell_back": fell, "reporting": n, "hard_max_share": cfg.hard_max_share},
+                      reason=f"{fell} of {n} reporting cohort devices fell back")
+
+
+def drift_gate(ctx: GateContext, cfg: DriftGateConfig) -> GateResult:
+    if not ctx.baseline:
+        return GateResult(name="input_drift", verdict="pass", reason="no converter baseline given: not checked")
+    features: dict[str, dict] = {}
+    worst: float | None = None
+    short = False
+    for feature, base in sorted(ctx.baseline.items()):
+        hist = ctx.totals.input_hist.get(feature)
+        if hist is None:
+            continue
+        cohort_hist = hist[ctx.cohort].sum(axis=0)
+        control_hist = hist[ctx.control].sum(axis=0)
+        n = int(cohort_hist.sum())
+        entry: dict = {"samples": n}
+        if n < cfg.min_samples:
+            short = True
+            features[str(feature)] = entry
+            continue
+        try:
+            value = psi(base, cohort_hist)
+            entry.update(psi=value, status=drift_status(value))
+            if control_hist.sum() > 0:
+                entry["control_psi"] = psi(base, control_hist)
+        except DriftInputError as exc:
+            entry["error"] = str(exc)
+            features[str(feature)] = entry
+            return GateResult(name="input_drift", verdict="soft_fail", evidence={"features": features},
+                              reason=f"input histogram of feature {feature} not comparable: {exc}")
+        features[str(feature)] = entry
+        worst = value if worst is None else max(worst, value)
+    ev = {"features": features, "min_samples": cfg.min_samples}
+    if worst is None:
+        return GateResult(name="input_drift", verdict="insufficient_data", threshold=cfg.soft_max_psi, evidence=ev,
+                          reason=f"fewer than {cfg.min_samples} binned inputs in the cohort")
+    if worst > cfg.soft_max_psi:
+        verdict: Verdict = "soft_fail"
+    elif short:
+        verdict = "insufficient_data"
+    else:
+        verdict = "pass"
+    return GateResult(name="input_drift", verdict=verdict, value=worst, threshold=cfg.soft_max_psi, evidence=ev,
+                      reason=f"largest PSI {worst:.3f} ({drift_status(worst)})")
+
+
+def serving_error_gate(ctx: GateContext, cfg: ServingErrorGateConfig) -> GateResult:
+    errors = _s(ctx.totals.serving_errors, ctx.cohort)
+    inferences = _s(ctx.totals.inferences, ctx.cohort)
+    ev = {"errors": errors, "inferences": inferences, "hard_max_rate": cfg.hard_max_rate}
+    if inferences == 0:
+        if errors:
+            return GateResult(name="serving_errors", verdict="hard_fail", evidence=ev, threshold=cfg.hard_max_rate,
+                              reason=f"{errors} serving errors and no successful inference")
+        return GateResult(name="serving_errors", verdict="insufficient_data", evidence=ev,
+                          threshold=cfg.hard_max_rate, reason="no inference reported")
+    rate = errors / inferences
+    verdict: Verdict = (
+        "hard_fail" if rate > cfg.hard_max_rate else "soft_fail" if rate > cfg.soft_max_rate else "pass"
+    )
+    return GateResult(name="serving_errors", verdict=verdict, value=rate, threshold=cfg.hard_max_rate,
+                      evidence=ev, reason=f"{errors} serving errors in {inferences} inferences")
+
+
+_GATES: tuple[tuple[str, Callable[[GateContext, object], GateResult]], ...] = (
+    ("install", install_gate),  # type: ignore[list-item]
+    ("serving_errors", serving_error_gate),  # type: ignore[list-item]
+    ("false_positive", false_positive_gate),  # type: ignore[list-item]
+    ("battery_drain", battery_gate),  # type: ignore[list-item]
+    ("duty_cycle", duty_cycle_gate),  # type: ignore[list-item]
+    ("latency", latency_gate),  # type: ignore[list-item]
+    ("fallback", fallback_gate),  # type: ignore[list-item]
+    ("drift", drift_gate),  # type: ignore[list-item]
+)
+
+
+def evaluate_gates(ctx: GateContext, config: GateConfig) -> list[GateResult]:
+    """Every enabled gate of the stage, in a fixed order."""
+    results = []
+    for field_name, gate in _GATES:
+        cfg = getattr(config, field_name)
+        if cfg.enabled:
+            results.append(gate(ctx, cfg))
+    return results
+
+
+def worst_verdict(results: Sequence[GateResult]) -> Verdict:
+    return max((r.verdict for r in results), key=lambda v: SEVERITY[v], default="pass")
