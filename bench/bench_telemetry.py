@@ -1,5 +1,10 @@
 """Telemetry codec benchmark: bytes per window, encode/decode time, RSS added by importing the package.
 
+RSS is measured twice: step by step through the pydantic (server) stack, and as "device path vs pydantic
+path" — fresh interpreters that import numpy (the baseline), then either the pydantic-free device codec
++ aggregation or the pydantic schemas + codec + aggregation, aggregate and encode one window and decode
+one command; both are reported as MB added over the same Python + numpy baseline, in the same run.
+
     .venv/bin/python bench/bench_telemetry.py            # Rich tables
     .venv/bin/python bench/bench_telemetry.py --json     # machine-readable figures
     .venv/bin/python bench/bench_telemetry.py --write-results bench/RESULTS-telemetry.md
@@ -12,12 +17,15 @@ positional array (the floor for our binary form).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import timeit
 from pathlib import Path
 from typing import Any
@@ -27,8 +35,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from telemetry.codec import decode_cbor, decode_json, encode_cbor, encode_json
-from telemetry.schemas import U16_MAX, U32_MAX, MetricsWindow, ModelRef, ShadowFigures
+from telemetry import device_codec as dc
+from telemetry.codec import decode, decode_cbor, decode_json, encode, encode_cbor, encode_json
+from telemetry.schemas import U16_MAX, U32_MAX, MetricsWindow, ModelRef, Ping, ShadowFigures
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,19 +132,41 @@ def _us_per_call(fn: Any, number: int, repeat: int = 5) -> float:
     return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
 
 
+def _device_record(w: MetricsWindow) -> dc.MetricsWindow:
+    """The device-codec record holding the same values as a pydantic window."""
+    fields = dict(w)
+    fields.pop("type")
+    fields["model"] = dc.ModelRef(**dict(w.model))
+    fields["shadow"] = None if w.shadow is None else dc.ShadowFigures(**dict(w.shadow))
+    return dc.MetricsWindow(**fields)
+
+
 def timings(number: int) -> list[dict[str, Any]]:
     w = realistic_window()
+    rec = _device_record(w)
+    kw = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec) if f.init}  # what close_record passes
     as_dict = w.model_dump(mode="json")
     js, cb = encode_json(w), encode_cbor(w)
+    assert dc.encode(rec) == cb and dc.encode(rec, "json") == js  # same bytes, or the comparison is moot
     plain_js = json.dumps(as_dict).encode()
     arr = cbor2.loads(cb)
+    ping = encode(Ping(device_id="pi-zero-0042", cmd_id="c-1", ts=1_795_000_000))
     rows = [
         ("encode", "JSON (pydantic, validated model)", lambda: encode_json(w)),
         ("encode", "CBOR positional (ours)", lambda: encode_cbor(w)),
+        ("encode", "device codec: JSON of the record", lambda: dc.encode(rec, "json")),
+        ("encode", "device codec: CBOR of the record", lambda: dc.encode(rec)),
+        ("encode", "device codec: build record (validation) + CBOR",
+         lambda: dc.encode(dc.MetricsWindow(**kw))),
         ("encode", "baseline: json.dumps(dict)", lambda: json.dumps(as_dict).encode()),
         ("encode", "baseline: cbor2.dumps(array)", lambda: cbor2.dumps(arr)),
         ("decode", "JSON -> validated model", lambda: decode_json(js)),
         ("decode", "CBOR -> validated model", lambda: decode_cbor(cb)),
+        ("decode", "device codec: CBOR -> validated record", lambda: dc.decode(cb)),
+        ("decode", "CBOR Ping command -> model (pydantic, cmd channel)",
+         lambda: decode(ping, expected_device_id="pi-zero-0042", expected_channel="cmd")),
+        ("decode", "device codec: CBOR Ping -> record (decode_command)",
+         lambda: dc.decode_command(ping, device_id="pi-zero-0042")),
         ("decode", "baseline: json.loads (no validation)", lambda: json.loads(plain_js)),
         ("decode", "baseline: cbor2.loads (no validation)", lambda: cbor2.loads(cb)),
     ]
@@ -192,12 +223,103 @@ RSS_STEPS = (
 )
 
 
-def rss(runs: int) -> dict[str, Any]:
-    """Median VmRSS / RssAnon (KiB) after each step in fresh interpreters; deltas vs the step before."""
-    samples = []
+_PATH_PROBE = r"""
+import json, sys
+def rss():
+    out = {}
+    for line in open("/proc/self/status"):
+        key = line.split(":")[0]
+        if key in ("VmRSS", "RssAnon"):
+            out[key] = int(line.split()[1])
+    return out
+path, cmd = sys.argv[1], bytes.fromhex(sys.argv[2])
+import numpy
+steps = {"baseline": rss()}
+if path == "device":
+    from telemetry import device_codec as dc
+    from telemetry.aggregation import WindowAggregator
+    model = dc.ModelRef(name="kws-yesno", version=7, variant="full_int8")
+    close, enc, dec = "close_record", dc.encode, lambda b: dc.decode_command(b, device_id="pi-1")
+else:
+    from telemetry import codec, schemas
+    from telemetry.aggregation import WindowAggregator
+    model = schemas.ModelRef(name="kws-yesno", version=7, variant="full_int8")
+    close, enc = "close", codec.encode
+    dec = lambda b: codec.decode(b, expected_device_id="pi-1", expected_channel="cmd")
+steps["import"] = rss()
+agg = WindowAggregator("pi-1", model, input_edges=[i / 10 for i in range(11)], seed=1)
+agg.open(1_795_000_000.0)
+for i in range(3000):
+    agg.record_inference(8000 + i % 977, i % 25 == 0, output_score=(i % 100) / 100,
+                         input_value=(i % 37) / 37)
+data = enc(getattr(agg, close)(1_795_000_300.0, battery_pct=87.5, battery_mv=3987))
+command = dec(cmd)
+steps["one window encoded, one command decoded"] = rss()
+print(json.dumps({"steps": steps, "pydantic_loaded": "pydantic" in sys.modules, "window_hex": data.hex()}))
+"""
+
+PATHS = ("device", "pydantic")
+
+
+def _median_added(rows: list[dict[str, Any]], step: str, key: str) -> float:
+    """Median over runs of (value after ``step`` - the same run's Python + numpy baseline)."""
+    return statistics.median(r["steps"][step][key] - r["steps"]["baseline"][key] for r in rows)
+
+
+def probe_env(cache_dir: Path) -> dict[str, str]:
+    """Environment for the RSS probes: bytecode cached under ``cache_dir``.
+
+    This checkout runs with PYTHONDONTWRITEBYTECODE=1, so our own modules would be compiled from source
+    in every probe (site-packages and the stdlib ship .pyc files); compiling costs ~0.3 MB RSS per
+    module, which an installed agent never pays. A warm-up run fills the cache first.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(cache_dir)
+    return env
+
+
+def _run_probe(code: str, env: dict[str, str], *args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env
+    )
+    return json.loads(proc.stdout)
+
+
+def rss_paths(runs: int, env: dict[str, str]) -> dict[str, Any]:
+    """Device path vs pydantic path: KiB added over Python + numpy, medians of alternating fresh runs."""
+    cmd = encode(Ping(device_id="pi-1", cmd_id="c-1", ts=1_795_000_000)).hex()
+    samples: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
+    for path in PATHS:
+        _run_probe(_PATH_PROBE, env, path, cmd)  # warm-up: fills the bytecode cache
     for _ in range(runs):
-        proc = subprocess.run([sys.executable, "-c", _RSS_PROBE], capture_output=True, text=True, check=True)
-        samples.append(json.loads(proc.stdout))
+        for path in PATHS:  # alternate, so that machine load drifts hit both paths alike
+            samples[path].append(_run_probe(_PATH_PROBE, env, path, cmd))
+    windows = {p: {s["window_hex"] for s in samples[p]} for p in PATHS}
+    out: dict[str, Any] = {"runs": runs, "same_window_bytes": windows["device"] == windows["pydantic"]}
+    for path in PATHS:
+        rows = samples[path]
+        out[path] = {
+            "pydantic_loaded": any(r["pydantic_loaded"] for r in rows),
+            "baseline_vmrss_kb": statistics.median(r["steps"]["baseline"]["VmRSS"] for r in rows),
+            "steps": [
+                {
+                    "step": step,
+                    "added_vmrss_kb": _median_added(rows, step, "VmRSS"),
+                    "added_rssanon_kb": _median_added(rows, step, "RssAnon"),
+                }
+                for step in ("import", "one window encoded, one command decoded")
+            ],
+        }
+    out["saved_vmrss_kb"] = out["pydantic"]["steps"][-1]["added_vmrss_kb"] - out["device"]["steps"][-1][
+        "added_vmrss_kb"
+    ]
+    return out
+
+
+def rss(runs: int, env: dict[str, str]) -> dict[str, Any]:
+    """Median VmRSS / RssAnon (KiB) after each step in fresh interpreters; deltas vs the step before."""
+    _run_probe(_RSS_PROBE, env)  # warm-up: fills the bytecode cache
+    samples = [_run_probe(_RSS_PROBE, env) for _ in range(runs)]
     rows = []
     prev: dict[str, float] | None = None
     for step in RSS_STEPS:
@@ -246,6 +368,17 @@ def render(results: dict[str, Any], console: Console) -> None:
             r["step"], *(_kb(r[k]) for k in ("vmrss_kb", "added_vmrss_kb", "rssanon_kb", "added_rssanon_kb"))
         )
     console.print(t)
+    p = results["rss_paths"]
+    t = Table(title=f"Device path vs pydantic path: added over Python + numpy (median of {p['runs']} runs)")
+    for col in ("path", "step", "added VmRSS KiB", "added RssAnon KiB", "pydantic imported"):
+        t.add_column(col, justify="left" if col in ("path", "step") else "right")
+    for path in PATHS:
+        for r in p[path]["steps"]:
+            t.add_row(path, r["step"], _kb(r["added_vmrss_kb"]), _kb(r["added_rssanon_kb"]),
+                      str(p[path]["pydantic_loaded"]))
+    console.print(t)
+    console.print(f"device path saves {p['saved_vmrss_kb'] / 1024:.1f} MB VmRSS; "
+                  f"same window bytes on both paths: {p['same_window_bytes']}")
 
 
 def _kb(v: float | None) -> str:
@@ -281,6 +414,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "",
         f"## RSS after each import step (median of {r['runs']} fresh interpreters, KiB)",
         "",
+        "Bytecode cached (a warm-up run writes .pyc files to a temporary PYTHONPYCACHEPREFIX), as for an "
+        "installed agent; this checkout sets PYTHONDONTWRITEBYTECODE=1, which would otherwise add the cost "
+        "of compiling every telemetry module (~0.3 MB each) to these figures.",
+        "",
         "| after step | VmRSS | added | RssAnon | added anon |",
         "|:--|--:|--:|--:|--:|",
     ]
@@ -290,6 +427,32 @@ def markdown(results: dict[str, Any], command: str) -> str:
     lines += [
         "",
         f"Telemetry total over Python + numpy: {r['telemetry_total_over_numpy_kb']:.0f} KiB VmRSS.",
+        "",
+    ]
+    p = results["rss_paths"]
+    lines += [
+        f"## Device path vs pydantic path (median of {p['runs']} alternating fresh interpreters)",
+        "",
+        "Both columns are added over the same baseline, Python + numpy, measured in each interpreter "
+        f"(median baseline: {p['device']['baseline_vmrss_kb']:.0f} KiB device runs, "
+        f"{p['pydantic']['baseline_vmrss_kb']:.0f} KiB pydantic runs). Device path: "
+        "`telemetry.device_codec` + `telemetry.aggregation`, a 3000-inference window closed with "
+        "`close_record()` and encoded, one CBOR Ping decoded with `decode_command()`. Pydantic path: the "
+        "same with `telemetry.schemas` + `telemetry.codec`, `close()`, `codec.encode`, `codec.decode`.",
+        "",
+        "| path | step | added VmRSS KiB | added RssAnon KiB | pydantic imported |",
+        "|:--|:--|--:|--:|:--|",
+    ]
+    for path in PATHS:
+        for row in p[path]["steps"]:
+            lines.append(
+                f"| {path} | {row['step']} | {row['added_vmrss_kb']:.0f} | {row['added_rssanon_kb']:.0f} | "
+                f"{'yes' if p[path]['pydantic_loaded'] else 'no'} |"
+            )
+    lines += [
+        "",
+        f"The device path saves {p['saved_vmrss_kb']:.0f} KiB ({p['saved_vmrss_kb'] / 1024:.1f} MB) VmRSS; "
+        f"both paths produced the same window bytes: {'yes' if p['same_window_bytes'] else 'NO'}.",
         "",
     ]
     return "\n".join(lines)
@@ -308,13 +471,16 @@ def main() -> None:
         "machine": f"{platform.machine()}, Python {platform.python_version()}",
         "number": args.number,
     }
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("sizes", total=3)
+    with Progress(console=console, transient=True) as progress, tempfile.TemporaryDirectory() as cache:
+        env = probe_env(Path(cache))
+        task = progress.add_task("sizes", total=4)
         results["sizes"] = sizes()
         progress.update(task, advance=1, description="encode/decode timings")
         results["timings"] = timings(args.number)
         progress.update(task, advance=1, description="RSS of imports")
-        results["rss"] = rss(args.rss_runs)
+        results["rss"] = rss(args.rss_runs, env)
+        progress.update(task, advance=1, description="RSS: device path vs pydantic path")
+        results["rss_paths"] = rss_paths(args.rss_runs, env)
         progress.update(task, advance=1)
     if args.json:
         print(json.dumps(results, indent=2))

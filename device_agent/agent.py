@@ -44,7 +44,6 @@ from device_agent.fallback import FallbackPolicy
 from device_agent.inference_loop import InferenceLoop, StepResult, model_ref
 from device_agent.model_manager import (
     REPORT_FILE,
-    LoadedModel,
     ModelArtifact,
     ModelChain,
     ModelManager,
@@ -177,7 +176,9 @@ class Agent:
         self.chain = ModelChain.from_dir(config.model_dir)
         self.board: Board = self.options.board if self.options.board is not None else self._make_board()
         self.store = SlotStore.for_profile(self.state_dir / "slots", self.profile)
-        self.buffer = DiskBuffer(self.state_dir / "telemetry-buffer", BufferSettings(fsync=self.options.buffer_fsync))
+        self.buffer = DiskBuffer(
+            self.state_dir / "telemetry-buffer", BufferSettings(fsync=self.options.buffer_fsync)
+        )
         self.publisher = TelemetryPublisher(self.device_id, self.buffer)
         self.intake = CommandIntake(self.device_id, seen_path=self.state_dir / "seen-commands.json")
         cache = self.options.artifact_cache
@@ -197,8 +198,13 @@ class Agent:
             config=config.loop,
             first_seq=self._load_state().get("next_seq", 0),
         )
-        self.link = MqttLink(self._mqtt_settings(), self.buffer, self.status, intake=self.intake,
-                             extra_status=self.extra_status)
+        self.link = MqttLink(
+            self._mqtt_settings(),
+            self.buffer,
+            self.status,
+            intake=self.intake,
+            extra_status=self.extra_status,
+        )
         self.ota: Any = None  # device_agent.ota_client.OtaClient, made in start()
         self._register_commands()
 
@@ -278,12 +284,19 @@ class Agent:
         try:
             self.loop.start()
         except ModelLoadError as exc:
-            raise AgentError(f"no model of {self.config.model_dir} loads on {self.profile.name}: {exc}") from exc
+            raise AgentError(
+                f"no model of {self.config.model_dir} loads on {self.profile.name}: {exc}"
+            ) from exc
         self._follow_active_slot()
         self._refresh_snapshot()
         self.link.start()
-        log.info("agent %s started on %s: model %s, slot %s", self.device_id, self.profile.name,
-                 self._active_label(), self.store.state.active)
+        log.info(
+            "agent %s started on %s: model %s, slot %s",
+            self.device_id,
+            self.profile.name,
+            self._active_label(),
+            self.store.state.active,
+        )
 
     def _provision_if_empty(self) -> None:
         if self.store.is_provisioned():
@@ -299,8 +312,9 @@ class Agent:
             self.store.provision(art.model_bytes, counter=0)
             log.info("slot store provisioned with %s (chain level %d)", art.source, level)
             return
-        raise AgentError(f"cannot provision the slot store: no chain model fits {self.profile.name}: "
-                         + "; ".join(errors))
+        raise AgentError(
+            f"cannot provision the slot store: no chain model fits {self.profile.name}: " + "; ".join(errors)
+        )
 
     def _make_ota_client(self) -> Any:
         from device_agent.http_download import HttpFetcher
@@ -355,9 +369,12 @@ class Agent:
     def _chain_level_of(self, sha256: str) -> int | None:
         for level in range(len(self.chain)):
             try:
-                if self.manager.artifact_for(level).report.variants[
-                    self.manager.artifact_for(level).variant
-                ].sha256 == sha256:
+                if (
+                    self.manager.artifact_for(level)
+                    .report.variants[self.manager.artifact_for(level).variant]
+                    .sha256
+                    == sha256
+                ):
                     return level
             except (ModelLoadError, KeyError):
                 continue
@@ -366,8 +383,10 @@ class Agent:
     def _slot_artifact(self, slot_path: Path, sha256: str, counter: int) -> ModelArtifact:
         found = self.find_companions(sha256)
         if found is None:
-            raise ModelLoadError(f"{slot_path}: no report.json/golden.npz on the device names sha256 "
-                                 f"{sha256[:12]}… (put them in {self.state_dir / RELEASES_DIR}/<release>/)")
+            raise ModelLoadError(
+                f"{slot_path}: no report.json/golden.npz on the device names sha256 "
+                f"{sha256[:12]}… (put them in {self.state_dir / RELEASES_DIR}/<release>/)"
+            )
         directory, variant = found
         report = read_report(directory)
         golden = directory / report.golden.file
@@ -437,9 +456,11 @@ class Agent:
             self._publish_error("shadow", "no_candidate", "shadow mode refused: the inactive slot is empty")
             return
         if cmd.candidate_version is not None and image.counter != cmd.candidate_version:
-            self._publish_error("shadow", "wrong_candidate",
-                                f"shadow refused: inactive slot holds release {image.counter}, "
-                                f"not {cmd.candidate_version}")
+            self._publish_error(
+                "shadow",
+                "wrong_candidate",
+                f"shadow refused: inactive slot holds release {image.counter}, not {cmd.candidate_version}",
+            )
             return
         try:
             art = self._slot_artifact(self.store.slot_path(other), image.sha256, image.counter)  # type: ignore[arg-type]
@@ -447,8 +468,12 @@ class Agent:
         except ModelLoadError as exc:
             self._publish_error("shadow", "candidate_not_loaded", str(exc))
             return
-        self.loop.enable_shadow(candidate, sample_fraction=cmd.sample_fraction, candidate_version=image.counter,
-                                energy_budget_fraction=self.config.shadow.energy_budget_fraction)
+        self.loop.enable_shadow(
+            candidate,
+            sample_fraction=cmd.sample_fraction,
+            candidate_version=image.counter,
+            energy_budget_fraction=self.config.shadow.energy_budget_fraction,
+        )
         log.info("shadow mode on: %s on %.0f %% of samples", candidate.label, 100 * cmd.sample_fraction)
         self.link.request_status()
 
@@ -467,8 +492,16 @@ class Agent:
 
     def _publish_error(self, component: str, code: str, message: str, *, fatal: bool = False) -> None:
         log.warning("%s/%s: %s", component, code, message)
-        self.publisher.publish(ErrorEvent(device_id=self.device_id, ts=int(self.board.clock.now()),
-                                          component=component, code=code, message=message[:256], fatal=fatal))
+        self.publisher.publish(
+            ErrorEvent(
+                device_id=self.device_id,
+                ts=int(self.board.clock.now()),
+                component=component,
+                code=code,
+                message=message[:256],
+                fatal=fatal,
+            )
+        )
 
     def _run_commands(self) -> None:
         while True:

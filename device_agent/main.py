@@ -51,9 +51,14 @@ def run_agent(
     from device_agent.config import ConfigError
 
     if log_level not in LOG_LEVELS:
-        return _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}", EXIT_BAD_CONFIG)
-    logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return _fail(
+            f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}", EXIT_BAD_CONFIG
+        )
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     stop_event = stop if stop is not None else threading.Event()
     try:
         clock = PacedClock(sim_speed, stop_event)
@@ -61,7 +66,7 @@ def run_agent(
         return _fail(f"--sim-speed: {exc}", EXIT_BAD_CONFIG)
     try:
         keys = _read_root_keys(root_keys)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # ota.errors.KeyFileError, OSError, ValueError: all say which file
         return _fail(f"--root-key: {exc}", EXIT_BAD_CONFIG)
     try:
         agent = load_agent(config, AgentOptions(clock=clock, root_public_keys=keys))
@@ -93,10 +98,19 @@ def run_agent(
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tinyfleet-agent", description="Run the TinyFleet device agent.")
     ap.add_argument("--config", type=Path, required=True, help="device.toml")
-    ap.add_argument("--sim-speed", type=float, default=1.0,
-                    help="simulated board only: simulated seconds per wall second (default 1)")
-    ap.add_argument("--root-key", type=Path, action="append", default=[],
-                    help="Ed25519 release root public key (PEM or raw); repeatable; none: updates are refused")
+    ap.add_argument(
+        "--sim-speed",
+        type=float,
+        default=1.0,
+        help="simulated board only: simulated seconds per wall second (default 1)",
+    )
+    ap.add_argument(
+        "--root-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="Ed25519 release root public key (PEM or raw); repeatable; none: updates are refused",
+    )
     ap.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     try:
         args = ap.parse_args(argv)

@@ -255,6 +255,9 @@ class OtaClient:
                 self._to("failed", error_code=exc.code, reason=exc.message)
             except OtaError as exc:
                 self._to("failed", error_code=exc.code, reason=exc.message)
+            except OSError as exc:
+                # Flash full or failing: report it; the slot store's record still names a bootable slot.
+                self._to("failed", error_code="io_error", reason=f"{type(exc).__name__}: {exc}")
             if self.state == "deferred" or self._record.generation == before:
                 break
         return self._record
@@ -403,9 +406,7 @@ class OtaClient:
             self.store.revert(reason)
         else:
             self.store.abort_update("rollback command")
-            # A committed release: SlotStore has no public rollback() yet (reported to the lead); _revert is
-            # the same sealed transition revert() makes for a trial: previous slot active, release refused.
-            self.store._revert(self.store.state, f"reverted: {reason}")
+            self.store.rollback(reason)
         self._notify_model_changed()
         self._to("rolled_back", reason=self._record.reason)
 

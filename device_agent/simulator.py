@@ -155,7 +155,9 @@ class FleetSimulator:
         for agent in self.agents:
             agent.loop.close_window()
         deadline = time.monotonic() + self.settings.drain_timeout_s
-        drained = {a.device_id: a.link.wait_drained(max(0.0, deadline - time.monotonic())) for a in self.agents}
+        drained = {
+            a.device_id: a.link.wait_drained(max(0.0, deadline - time.monotonic())) for a in self.agents
+        }
         devices = []
         for agent in self.agents:
             summary = agent.summary()

@@ -85,6 +85,8 @@ def _fail(loc: Loc, msg: str) -> SchemaViolation:
 
 def _int(lo: int, hi: int) -> Check:
     def check(v: Any, loc: Loc) -> int:
+        if type(v) is int and lo <= v <= hi:  # the common case, first: windows are built per close
+            return v
         if isinstance(v, bool) or not isinstance(v, int):
             raise _fail(loc, f"must be an integer, got {brief(v)}")
         if not lo <= v <= hi:

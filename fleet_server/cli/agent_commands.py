@@ -23,8 +23,10 @@ def agent_command(
     ] = 1.0,
     root_key: Annotated[
         list[Path] | None,
-        typer.Option(help="Ed25519 release root public key (PEM or raw 32 bytes); repeatable. "
-                          "Without one every update is refused."),
+        typer.Option(
+            help="Ed25519 release root public key (PEM or raw 32 bytes); repeatable. "
+            "Without one every update is refused."
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:

@@ -128,18 +128,37 @@ class AlertReport(_Model):
     retraining_trigger: RetrainingTrigger | None
 
 
-def drift_status_of(model: str, version: str, cohort: str, figures: GroupFigures,
-                    baseline: Mapping[int, Sequence[float]], rules: AlertRules, now: float) -> DriftStatusRecord:
-    observed = {str(f): h for f, h in figures.input_hist.items()
-                if str(f) in {str(k) for k in baseline} and sum(h) >= rules.drift_min_samples}
+def drift_status_of(
+    model: str,
+    version: str,
+    cohort: str,
+    figures: GroupFigures,
+    baseline: Mapping[int, Sequence[float]],
+    rules: AlertRules,
+    now: float,
+) -> DriftStatusRecord:
+    observed = {
+        str(f): h
+        for f, h in figures.input_hist.items()
+        if str(f) in {str(k) for k in baseline} and sum(h) >= rules.drift_min_samples
+    }
     base = {str(f): list(h) for f, h in baseline.items()}
     report = drift_report(base, observed) if observed else None
-    features = [] if report is None else [
-        FeatureDriftStatus(feature=int(f.name), status=f.status, psi=f.psi, ks=f.ks, js=f.js, samples=f.n_observed)
-        for f in report.features
-    ]
+    features = (
+        []
+        if report is None
+        else [
+            FeatureDriftStatus(
+                feature=int(f.name), status=f.status, psi=f.psi, ks=f.ks, js=f.js, samples=f.n_observed
+            )
+            for f in report.features
+        ]
+    )
     return DriftStatusRecord(
-        model=model, version=version, cohort=cohort, at=now,
+        model=model,
+        version=version,
+        cohort=cohort,
+        at=now,
         status="no_data" if report is None else report.status,
         features=features,
         alert=any(f.psi is not None and f.psi > rules.drift_alert_psi for f in features),
@@ -147,7 +166,12 @@ def drift_status_of(model: str, version: str, cohort: str, figures: GroupFigures
 
 
 def evaluate_alerts(
-    model: str, version: str, cohort: str, figures: GroupFigures, now: float, *,
+    model: str,
+    version: str,
+    cohort: str,
+    figures: GroupFigures,
+    now: float,
+    *,
     reference: GroupFigures | None = None,
     baseline: Mapping[int, Sequence[float]] | None = None,
     rules: AlertRules | None = None,
@@ -157,45 +181,103 @@ def evaluate_alerts(
     alerts: list[Alert] = []
 
     def alert(sev: Severity, code: str, title: str, **evidence: Any) -> None:
-        alerts.append(Alert(severity=sev, code=code, title=title, response_time=RESPONSE_TIME[sev], model=model,
-                            version=version, cohort=cohort, at=now, evidence=evidence))
+        alerts.append(
+            Alert(
+                severity=sev,
+                code=code,
+                title=title,
+                response_time=RESPONSE_TIME[sev],
+                model=model,
+                version=version,
+                cohort=cohort,
+                at=now,
+                evidence=evidence,
+            )
+        )
 
     # P0 / P3: serving errors
     if figures.serving_errors:
         rate = figures.serving_errors / figures.inferences if figures.inferences else None
         if rate is None or rate > rules.p0_error_rate:
-            alert("P0", "serving_errors", "model failure: serving errors (invoke failures, null outputs)",
-                  errors=figures.serving_errors, inferences=figures.inferences, rate=rate,
-                  threshold=rules.p0_error_rate)
+            alert(
+                "P0",
+                "serving_errors",
+                "model failure: serving errors (invoke failures, null outputs)",
+                errors=figures.serving_errors,
+                inferences=figures.inferences,
+                rate=rate,
+                threshold=rules.p0_error_rate,
+            )
         else:
-            alert("P3", "serving_errors_minor", "occasional serving errors", errors=figures.serving_errors,
-                  inferences=figures.inferences, rate=rate, threshold=rules.p0_error_rate)
+            alert(
+                "P3",
+                "serving_errors_minor",
+                "occasional serving errors",
+                errors=figures.serving_errors,
+                inferences=figures.inferences,
+                rate=rate,
+                threshold=rules.p0_error_rate,
+            )
     # P1: accuracy proxy vs the reference group
-    if (reference is not None and figures.positives >= rules.p1_min_positives
-            and reference.positives >= rules.p1_min_positives):
+    if (
+        reference is not None
+        and figures.positives >= rules.p1_min_positives
+        and reference.positives >= rules.p1_min_positives
+    ):
         a, r = figures.accuracy_proxy, reference.accuracy_proxy
         if a is not None and r is not None and r > 0 and (r - a) / r > rules.p1_accuracy_drop:
-            alert("P1", "accuracy_degradation", f"accuracy proxy down {(r - a) / r:.1%} against the reference",
-                  proxy="1 - false_positives / positives", value=a, reference=r, drop=(r - a) / r,
-                  threshold=rules.p1_accuracy_drop)
+            alert(
+                "P1",
+                "accuracy_degradation",
+                f"accuracy proxy down {(r - a) / r:.1%} against the reference",
+                proxy="1 - false_positives / positives",
+                value=a,
+                reference=r,
+                drop=(r - a) / r,
+                threshold=rules.p1_accuracy_drop,
+            )
     # P2 / P3: drift
     drift = drift_status_of(model, version, cohort, figures, baseline or {}, rules, now)
     for f in drift.features:
         if f.psi is not None and f.psi > rules.p2_psi:
-            alert("P2", "drift_moderate", f"input feature {f.feature} PSI {f.psi:.3f} > {rules.p2_psi}",
-                  feature=f.feature, psi=f.psi, ks=f.ks, js=f.js, threshold=rules.p2_psi)
+            alert(
+                "P2",
+                "drift_moderate",
+                f"input feature {f.feature} PSI {f.psi:.3f} > {rules.p2_psi}",
+                feature=f.feature,
+                psi=f.psi,
+                ks=f.ks,
+                js=f.js,
+                threshold=rules.p2_psi,
+            )
         elif f.psi is not None and f.psi > rules.drift_alert_psi:
-            alert("P3", "drift_significant", f"input feature {f.feature} PSI {f.psi:.3f} > {rules.drift_alert_psi}",
-                  feature=f.feature, psi=f.psi, ks=f.ks, js=f.js, threshold=rules.drift_alert_psi)
+            alert(
+                "P3",
+                "drift_significant",
+                f"input feature {f.feature} PSI {f.psi:.3f} > {rules.drift_alert_psi}",
+                feature=f.feature,
+                psi=f.psi,
+                ks=f.ks,
+                js=f.js,
+                threshold=rules.drift_alert_psi,
+            )
     # Retraining trigger (keyword-spotting archetype + significant drift)
     reasons: list[str] = []
     evidence: dict[str, Any] = {"inferences": figures.inferences, "false_positives": figures.false_positives}
     fwr = figures.false_wake_rate
-    if fwr is not None and figures.inferences >= rules.false_wake_min_inferences and fwr > rules.false_wake_rate_trigger:
+    if (
+        fwr is not None
+        and figures.inferences >= rules.false_wake_min_inferences
+        and fwr > rules.false_wake_rate_trigger
+    ):
         reasons.append(f"false-wake rate {fwr:.2%} > {rules.false_wake_rate_trigger:.0%}")
         evidence["false_wake_rate"] = fwr
     spec = rules.battery_drain_spec_pct_per_h
-    if spec is not None and figures.battery_drain_pct_per_h is not None and figures.battery_drain_pct_per_h > spec:
+    if (
+        spec is not None
+        and figures.battery_drain_pct_per_h is not None
+        and figures.battery_drain_pct_per_h > spec
+    ):
         reasons.append(f"battery drain {figures.battery_drain_pct_per_h:.2f} %/h beyond spec {spec:.2f} %/h")
         evidence["battery_drain_pct_per_h"] = figures.battery_drain_pct_per_h
     if drift.alert:
@@ -203,6 +285,7 @@ def evaluate_alerts(
         evidence["drift"] = [f.model_dump() for f in drift.features]
     trigger = None
     if reasons:
-        trigger = RetrainingTrigger(model=model, version=version, cohort=cohort, at=now, reasons=reasons,
-                                    evidence=evidence)
+        trigger = RetrainingTrigger(
+            model=model, version=version, cohort=cohort, at=now, reasons=reasons, evidence=evidence
+        )
     return AlertReport(alerts=alerts, drift=drift, retraining_trigger=trigger)

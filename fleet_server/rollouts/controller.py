@@ -55,7 +55,9 @@ class Groups:
 
 def start_rollout(spec: RolloutSpec, now: float) -> Outcome:
     state = RolloutState(spec=spec, stage_started_at=now, schedule_updated_at=now)
-    record = _record(state, now, "start", CONTROLLER, "running", f"rollout of {spec.release.release_id} started")
+    record = _record(
+        state, now, "start", CONTROLLER, "running", f"rollout of {spec.release.release_id} started"
+    )
     state.decision_seq = record.seq
     return Outcome(state=state, decisions=[record])
 
@@ -92,7 +94,9 @@ def decide(
     g = groups(s, fleet)
     stage = s.stage
     if s.status != "completed":
-        ctx = GateContext(fleet, totals, g.commanded, g.control, shadow=stage.kind == "shadow", baseline=baseline)
+        ctx = GateContext(
+            fleet, totals, g.commanded, g.control, shadow=stage.kind == "shadow", baseline=baseline
+        )
         results = evaluate_gates(ctx, stage.gates)
         s.last_gate_results = results
         counts = _counts(fleet, g, ctx)
@@ -106,7 +110,9 @@ def decide(
         if verdict == "soft_fail" and s.soft_override_stage != s.stage_index:
             failed = ", ".join(r.name for r in results if r.verdict == "soft_fail")
             s.paused_by = CONTROLLER
-            _decide(s, out, now, "pause", CONTROLLER, "paused", f"soft gate failure: {failed}", results, counts)
+            _decide(
+                s, out, now, "pause", CONTROLLER, "paused", f"soft gate failure: {failed}", results, counts
+            )
             return out
         holding = [f"{r.name}:{r.verdict}" for r in results if r.verdict not in ("pass", "soft_fail")]
         soaked = now - s.stage_started_at >= stage.min_soak_s
@@ -119,8 +125,13 @@ def decide(
             key = ",".join(holding)
             if key != s.last_hold_reason:
                 s.last_hold_reason = key
-                reason = _hold_reason(results, stage.min_soak_s, now - s.stage_started_at, reporting,
-                                      stage.min_reporting_devices)
+                reason = _hold_reason(
+                    results,
+                    stage.min_soak_s,
+                    now - s.stage_started_at,
+                    reporting,
+                    stage.min_reporting_devices,
+                )
                 _decide(s, out, now, "hold", CONTROLLER, s.status, reason, results, counts)
         else:
             _advance(s, out, fleet, now, results, counts)
@@ -130,8 +141,13 @@ def decide(
 
 
 def operator_action(
-    state: RolloutState, action: OperatorAction, actor: str, now: float, reason: str = "",
-    *, override_soft_failures: bool = False,
+    state: RolloutState,
+    action: OperatorAction,
+    actor: str,
+    now: float,
+    reason: str = "",
+    *,
+    override_soft_failures: bool = False,
 ) -> Outcome:
     """pause / resume / abort / rollback by an operator; the actor is recorded. ``override_soft_failures``
     with ``resume``: soft gate failures no longer pause the current stage (hard failures still roll back)."""
@@ -171,53 +187,124 @@ def operator_action(
 # ----------------------------------------------------------------------------- steps
 
 
-def _record(s: RolloutState, now: float, action: DecisionAction, actor: str, status_after: str, reason: str,
-            results: Sequence[GateResult] = (), counts: Mapping[str, int] | None = None) -> DecisionRecord:
+def _record(
+    s: RolloutState,
+    now: float,
+    action: DecisionAction,
+    actor: str,
+    status_after: str,
+    reason: str,
+    results: Sequence[GateResult] = (),
+    counts: Mapping[str, int] | None = None,
+) -> DecisionRecord:
     return DecisionRecord(
-        rollout_id=s.spec.rollout_id, seq=s.decision_seq + 1, at=now, action=action, actor=actor,
-        stage_index=s.stage_index, stage_name=s.stage.name, status_before=s.status, status_after=status_after,
-        reason=reason, gate_results=list(results), counts=dict(counts or {}),
+        rollout_id=s.spec.rollout_id,
+        seq=s.decision_seq + 1,
+        at=now,
+        action=action,
+        actor=actor,
+        stage_index=s.stage_index,
+        stage_name=s.stage.name,
+        status_before=s.status,
+        status_after=status_after,
+        reason=reason,
+        gate_results=list(results),
+        counts=dict(counts or {}),
     )
 
 
-def _decide(s: RolloutState, out: Outcome, now: float, action: DecisionAction, actor: str, status_after: str,
-            reason: str, results: Sequence[GateResult], counts: Mapping[str, int]) -> None:
+def _decide(
+    s: RolloutState,
+    out: Outcome,
+    now: float,
+    action: DecisionAction,
+    actor: str,
+    status_after: str,
+    reason: str,
+    results: Sequence[GateResult],
+    counts: Mapping[str, int],
+) -> None:
     record = _record(s, now, action, actor, status_after, reason, results, counts)
     out.decisions.append(record)
     s.decision_seq = record.seq
     s.status = status_after  # type: ignore[assignment]
 
 
-def _rollback(s: RolloutState, out: Outcome, now: float, actor: str, reason: str,
-              results: Sequence[GateResult], counts: Mapping[str, int]) -> None:
+def _rollback(
+    s: RolloutState,
+    out: Outcome,
+    now: float,
+    actor: str,
+    reason: str,
+    results: Sequence[GateResult],
+    counts: Mapping[str, int],
+) -> None:
     rel = s.spec.release
     already = set(s.reverted)
     devices = [d for d in s.exposed if d not in already]
     if devices:
-        out.commands.append(Command(kind="revert", device_ids=devices, release_id=rel.release_id,
-                                    target_counter=rel.previous_counter, tier="immediate", reason=reason))
+        out.commands.append(
+            Command(
+                kind="revert",
+                device_ids=devices,
+                release_id=rel.release_id,
+                target_counter=rel.previous_counter,
+                tier="immediate",
+                reason=reason,
+            )
+        )
         if rel.previous_release_id is not None:
-            out.commands.append(Command(kind="retarget", device_ids=devices, release_id=rel.previous_release_id,
-                                        target_counter=rel.previous_counter, tier="rapid", reason=reason))
+            out.commands.append(
+                Command(
+                    kind="retarget",
+                    device_ids=devices,
+                    release_id=rel.previous_release_id,
+                    target_counter=rel.previous_counter,
+                    tier="rapid",
+                    reason=reason,
+                )
+            )
     shadowed = [d for d in s.shadowed if d not in set(s.exposed)]
     if shadowed and s.stage.kind == "shadow":
-        out.commands.append(Command(kind="shadow_off", device_ids=shadowed, release_id=rel.release_id,
-                                    reason=reason))
+        out.commands.append(
+            Command(kind="shadow_off", device_ids=shadowed, release_id=rel.release_id, reason=reason)
+        )
     s.reverted.extend(devices)
     counts = {**counts, "rolled_back_devices": len(devices), "ever_exposed": len(s.exposed)}
     _decide(s, out, now, "rollback", actor, "rolled_back", reason, results, counts)
 
 
-def _advance(s: RolloutState, out: Outcome, fleet: FleetView, now: float, results: Sequence[GateResult],
-             counts: Mapping[str, int]) -> None:
+def _advance(
+    s: RolloutState,
+    out: Outcome,
+    fleet: FleetView,
+    now: float,
+    results: Sequence[GateResult],
+    counts: Mapping[str, int],
+) -> None:
     stage = s.stage
     if stage.kind == "shadow" and s.shadowed:
-        out.commands.append(Command(kind="shadow_off", device_ids=list(s.shadowed),
-                                    release_id=s.spec.release.release_id, reason="shadow stage passed"))
+        out.commands.append(
+            Command(
+                kind="shadow_off",
+                device_ids=list(s.shadowed),
+                release_id=s.spec.release.release_id,
+                reason="shadow stage passed",
+            )
+        )
     last = s.stage_index == len(s.spec.stages) - 1
     if last:
-        _decide(s, out, now, "complete", CONTROLLER, "completed",
-                f"every gate passed at stage {stage.name!r}; releasing the control group", results, counts)
+        _decide(
+            s,
+            out,
+            now,
+            "complete",
+            CONTROLLER,
+            "completed",
+            f"every gate passed at stage {stage.name!r}; releasing the control group",
+            results,
+            counts,
+        )
         return
     nxt = s.spec.stages[s.stage_index + 1]
     reason = f"every gate passed after {now - s.stage_started_at:.0f} s soak; advancing to {nxt.name!r}"
@@ -244,12 +331,26 @@ def _schedule(s: RolloutState, out: Outcome, fleet: FleetView, g: Groups, now: f
         return
     rel = s.spec.release
     if shadow:
-        out.commands.append(Command(kind="shadow_on", device_ids=result.selected, release_id=rel.release_id,
-                                    target_counter=rel.counter, reason=f"stage {s.stage.name!r}"))
+        out.commands.append(
+            Command(
+                kind="shadow_on",
+                device_ids=result.selected,
+                release_id=rel.release_id,
+                target_counter=rel.counter,
+                reason=f"stage {s.stage.name!r}",
+            )
+        )
         s.shadowed.extend(result.selected)
     else:
-        out.commands.append(Command(kind="update", device_ids=result.selected, release_id=rel.release_id,
-                                    target_counter=rel.counter, reason=f"stage {s.stage.name!r}"))
+        out.commands.append(
+            Command(
+                kind="update",
+                device_ids=result.selected,
+                release_id=rel.release_id,
+                target_counter=rel.counter,
+                reason=f"stage {s.stage.name!r}",
+            )
+        )
         s.exposed.extend(result.selected)
 
 
@@ -264,8 +365,9 @@ def _counts(fleet: FleetView, g: Groups, ctx: GateContext) -> dict[str, int]:
     }
 
 
-def _hold_reason(results: Sequence[GateResult], min_soak: int, soaked: float, reporting: int,
-                 min_reporting: int) -> str:
+def _hold_reason(
+    results: Sequence[GateResult], min_soak: int, soaked: float, reporting: int, min_reporting: int
+) -> str:
     parts = [f"{r.name}: {r.reason}" for r in results if r.verdict == "insufficient_data"]
     if soaked < min_soak:
         parts.append(f"soak {soaked:.0f} s of {min_soak} s")

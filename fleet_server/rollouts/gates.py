@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from converters.report import Baselines
 from fleet_server.rollouts.cohorts import FleetView
 from fleet_server.rollouts.model import (
     DriftGateConfig,
@@ -58,11 +59,21 @@ def install_gate(ctx: GateContext, cfg: InstallGateConfig) -> GateResult:
     st = ctx.totals.install_state
     ok, failed = _s(st == INSTALL_OK, ctx.cohort), _s(st == INSTALL_FAILED, ctx.cohort)
     finished = ok + failed
-    ev = {"commanded": int(ctx.cohort.sum()), "succeeded": ok, "failed": failed,
-          "soft_max_rate": cfg.soft_max_rate, "error_threshold": cfg.error_threshold}
+    ev = {
+        "commanded": int(ctx.cohort.sum()),
+        "succeeded": ok,
+        "failed": failed,
+        "soft_max_rate": cfg.soft_max_rate,
+        "error_threshold": cfg.error_threshold,
+    }
     if finished == 0:
-        return GateResult(name="install", verdict="insufficient_data", threshold=cfg.error_threshold,
-                          evidence=ev, reason="no install has finished yet")
+        return GateResult(
+            name="install",
+            verdict="insufficient_data",
+            threshold=cfg.error_threshold,
+            evidence=ev,
+            reason="no install has finished yet",
+        )
     rate = failed / finished
     if rate > cfg.error_threshold:
         verdict, reason = "hard_fail", f"install failure rate {rate:.1%} above the error threshold"
@@ -70,8 +81,9 @@ def install_gate(ctx: GateContext, cfg: InstallGateConfig) -> GateResult:
         verdict, reason = "soft_fail", f"install failure rate {rate:.1%} above {cfg.soft_max_rate:.1%}"
     else:
         verdict, reason = "pass", f"install failure rate {rate:.1%}"
-    return GateResult(name="install", verdict=verdict, value=rate, threshold=cfg.error_threshold,
-                      evidence=ev, reason=reason)
+    return GateResult(
+        name="install", verdict=verdict, value=rate, threshold=cfg.error_threshold, evidence=ev, reason=reason
+    )
 
 
 def false_positive_gate(ctx: GateContext, cfg: FalsePositiveGateConfig) -> GateResult:
@@ -87,49 +99,105 @@ def false_positive_gate(ctx: GateContext, cfg: FalsePositiveGateConfig) -> GateR
         x1, n1 = _s(t.false_positives, ctx.cohort), _s(denom, ctx.cohort)
         x2, n2 = _s(t.false_positives, ctx.control), _s(denom, ctx.control)
         against = "the control group"
-    ev: dict = {"per": cfg.per, "against": against, "cohort_fp": x1, "cohort_n": n1, "control_fp": x2,
-                "control_n": n2, "alpha": cfg.alpha, "power": cfg.power, "min_trials": cfg.min_trials}
+    ev: dict = {
+        "per": cfg.per,
+        "against": against,
+        "cohort_fp": x1,
+        "cohort_n": n1,
+        "control_fp": x2,
+        "control_n": n2,
+        "alpha": cfg.alpha,
+        "power": cfg.power,
+        "min_trials": cfg.min_trials,
+    }
     if n1 < cfg.min_trials or n2 < cfg.min_trials:
-        return GateResult(name="false_positive", verdict="insufficient_data", threshold=cfg.alpha, evidence=ev,
-                          values={"cohort_n": n1, "control_n": n2},
-                          reason=f"fewer than {cfg.min_trials} trials in the cohort or the control")
+        return GateResult(
+            name="false_positive",
+            verdict="insufficient_data",
+            threshold=cfg.alpha,
+            evidence=ev,
+            values={"cohort_n": n1, "control_n": n2},
+            reason=f"fewer than {cfg.min_trials} trials in the cohort or the control",
+        )
     test = two_proportion_z_test(x1, n1, x2, n2)
     delta = max(cfg.min_detectable_abs, cfg.min_detectable_rel * test.p2)
     n_req = required_sample_size(test.p2, delta, cfg.alpha, cfg.power)
     increase = test.p1 - test.p2
-    values = {"cohort_rate": test.p1, "control_rate": test.p2, "z": test.z, "p_value": test.p_value,
-              "delta": delta, "n_required": float(n_req), "cohort_n": float(n1), "control_n": float(n2)}
+    values = {
+        "cohort_rate": test.p1,
+        "control_rate": test.p2,
+        "z": test.z,
+        "p_value": test.p_value,
+        "delta": delta,
+        "n_required": float(n_req),
+        "cohort_n": float(n1),
+        "control_n": float(n2),
+    }
     ev.update(delta=delta, n_required=n_req, enough_evidence=min(n1, n2) >= n_req)
     if test.significant(cfg.alpha):
         if increase >= delta:
             verdict: Verdict = "hard_fail"
-            reason = (f"FP rate {test.p1:.4%} vs {test.p2:.4%}: significantly higher (p={test.p_value:.2g}) "
-                      f"by at least the minimum detectable increase {delta:.4%}")
+            reason = (
+                f"FP rate {test.p1:.4%} vs {test.p2:.4%}: significantly higher (p={test.p_value:.2g}) "
+                f"by at least the minimum detectable increase {delta:.4%}"
+            )
         else:
             verdict = "soft_fail"
-            reason = (f"FP rate {test.p1:.4%} vs {test.p2:.4%}: significantly higher (p={test.p_value:.2g}) "
-                      f"but by less than {delta:.4%}")
+            reason = (
+                f"FP rate {test.p1:.4%} vs {test.p2:.4%}: significantly higher (p={test.p_value:.2g}) "
+                f"but by less than {delta:.4%}"
+            )
     elif min(n1, n2) < n_req:
         verdict = "insufficient_data"
         reason = f"no significant increase yet; {n_req} trials per group needed, have {min(n1, n2)}"
     else:
         verdict, reason = "pass", f"FP rate {test.p1:.4%} vs {test.p2:.4%}: no significant increase"
-    return GateResult(name="false_positive", verdict=verdict, value=test.p1, threshold=cfg.alpha,
-                      values=values, evidence=ev, reason=reason)
+    return GateResult(
+        name="false_positive",
+        verdict=verdict,
+        value=test.p1,
+        threshold=cfg.alpha,
+        values=values,
+        evidence=ev,
+        reason=reason,
+    )
 
 
-def _relative(name: str, cohort_value: float | None, control_value: float | None, n1: int, n2: int,
-              cfg: RelativeGateConfig) -> GateResult:
-    ev = {"cohort_devices": n1, "control_devices": n2, "soft_max_increase": cfg.soft_max_increase,
-          "hard_max_increase": cfg.hard_max_increase, "min_devices": cfg.min_devices}
+def _relative(
+    name: str,
+    cohort_value: float | None,
+    control_value: float | None,
+    n1: int,
+    n2: int,
+    cfg: RelativeGateConfig,
+) -> GateResult:
+    ev = {
+        "cohort_devices": n1,
+        "control_devices": n2,
+        "soft_max_increase": cfg.soft_max_increase,
+        "hard_max_increase": cfg.hard_max_increase,
+        "min_devices": cfg.min_devices,
+    }
     values = {"cohort": cohort_value, "control": control_value}
     if n1 < cfg.min_devices or n2 < cfg.min_devices or cohort_value is None or control_value is None:
-        return GateResult(name=name, verdict="insufficient_data", threshold=cfg.soft_max_increase, values=values,
-                          evidence=ev, reason=f"fewer than {cfg.min_devices} devices with a figure per group")
+        return GateResult(
+            name=name,
+            verdict="insufficient_data",
+            threshold=cfg.soft_max_increase,
+            values=values,
+            evidence=ev,
+            reason=f"fewer than {cfg.min_devices} devices with a figure per group",
+        )
     if control_value <= 0:
         verdict: Verdict = "pass" if cohort_value <= 0 else "soft_fail"
-        return GateResult(name=name, verdict=verdict, threshold=cfg.soft_max_increase, values=values, evidence=ev,
-                          reason="control figure is zero: relative increase undefined")
+        return GateResult(
+            name=name,
+            verdict=verdict,
+            threshold=cfg.soft_max_increase,
+            values=values,
+            evidence=ev,
+            reason="control figure is zero: relative increase undefined",
+        )
     rel = (cohort_value - control_value) / control_value
     if rel > cfg.hard_max_increase:
         verdict = "hard_fail"
@@ -137,8 +205,15 @@ def _relative(name: str, cohort_value: float | None, control_value: float | None
         verdict = "soft_fail"
     else:
         verdict = "pass"
-    return GateResult(name=name, verdict=verdict, value=rel, threshold=cfg.soft_max_increase, values=values,
-                      evidence=ev, reason=f"{name} {cohort_value:.4g} vs control {control_value:.4g} ({rel:+.1%})")
+    return GateResult(
+        name=name,
+        verdict=verdict,
+        value=rel,
+        threshold=cfg.soft_max_increase,
+        values=values,
+        evidence=ev,
+        reason=f"{name} {cohort_value:.4g} vs control {control_value:.4g} ({rel:+.1%})",
+    )
 
 
 def battery_gate(ctx: GateContext, cfg: RelativeGateConfig) -> GateResult:
@@ -166,8 +241,12 @@ def latency_gate(ctx: GateContext, cfg: LatencyGateConfig) -> GateResult:
         p95, weight = t.latency_p95_us, t.inferences
     mask = ctx.cohort & (weight > 0)
     if not mask.any():
-        return GateResult(name="latency_p95", verdict="insufficient_data", threshold=cfg.budget_us,
-                          reason="no cohort device has reported latency")
+        return GateResult(
+            name="latency_p95",
+            verdict="insufficient_data",
+            threshold=cfg.budget_us,
+            reason="no cohort device has reported latency",
+        )
     per_class: dict[str, dict] = {}
     worst: tuple[float, str, float, float] | None = None  # (ratio, class, p95, budget)
     classes = ctx.fleet.hardware_class[mask]
@@ -178,10 +257,15 @@ def latency_gate(ctx: GateContext, cfg: LatencyGateConfig) -> GateResult:
         per_class[hw] = {"p95_us": value, "budget_us": budget, "devices": int(m.sum())}
         if budget is not None and (worst is None or value / budget > worst[0]):
             worst = (value / budget, hw, value, budget)
-    ev = {"per_class": per_class, "hard_factor": cfg.hard_factor, "approximation":
-          "inference-weighted mean of the devices' window p95s"}
+    ev = {
+        "per_class": per_class,
+        "hard_factor": cfg.hard_factor,
+        "approximation": "inference-weighted mean of the devices' window p95s",
+    }
     if worst is None:
-        return GateResult(name="latency_p95", verdict="pass", evidence=ev, reason="no latency budget configured")
+        return GateResult(
+            name="latency_p95", verdict="pass", evidence=ev, reason="no latency budget configured"
+        )
     ratio, hw, value, budget = worst
     if ratio > cfg.hard_factor:
         verdict: Verdict = "hard_fail"
@@ -189,29 +273,46 @@ def latency_gate(ctx: GateContext, cfg: LatencyGateConfig) -> GateResult:
         verdict = "soft_fail"
     else:
         verdict = "pass"
-    return GateResult(name="latency_p95", verdict=verdict, value=value, threshold=budget, evidence=ev,
-                      values={"ratio_to_budget": ratio},
-                      reason=f"p95 {value:.0f} us on {hw} vs budget {budget:.0f} us")
+    return GateResult(
+        name="latency_p95",
+        verdict=verdict,
+        value=value,
+        threshold=budget,
+        evidence=ev,
+        values={"ratio_to_budget": ratio},
+        reason=f"p95 {value:.0f} us on {hw} vs budget {budget:.0f} us",
+    )
 
 
 def fallback_gate(ctx: GateContext, cfg: FallbackGateConfig) -> GateResult:
     n = int(ctx.reporting.sum())
     if n == 0:
-        return GateResult(name="fallback", verdict="insufficient_data", threshold=cfg.soft_max_share,
-                          reason="no cohort device reporting")
+        return GateResult(
+            name="fallback",
+            verdict="insufficient_data",
+            threshold=cfg.soft_max_share,
+            reason="no cohort device reporting",
+        )
     fell = int((ctx.totals.fell_back & ctx.reporting).sum())
     share = fell / n
     verdict: Verdict = (
         "hard_fail" if share > cfg.hard_max_share else "soft_fail" if share > cfg.soft_max_share else "pass"
     )
-    return GateResult(name="fallback", verdict=verdict, value=share, threshold=cfg.soft_max_share,
-                      evidence={"fell_back": fell, "reporting": n, "hard_max_share": cfg.hard_max_share},
-                      reason=f"{fell} of {n} reporting cohort devices fell back")
+    return GateResult(
+        name="fallback",
+        verdict=verdict,
+        value=share,
+        threshold=cfg.soft_max_share,
+        evidence={"fell_back": fell, "reporting": n, "hard_max_share": cfg.hard_max_share},
+        reason=f"{fell} of {n} reporting cohort devices fell back",
+    )
 
 
 def drift_gate(ctx: GateContext, cfg: DriftGateConfig) -> GateResult:
     if not ctx.baseline:
-        return GateResult(name="input_drift", verdict="pass", reason="no converter baseline given: not checked")
+        return GateResult(
+            name="input_drift", verdict="pass", reason="no converter baseline given: not checked"
+        )
     features: dict[str, dict] = {}
     worst: float | None = None
     short = False
@@ -235,22 +336,37 @@ def drift_gate(ctx: GateContext, cfg: DriftGateConfig) -> GateResult:
         except DriftInputError as exc:
             entry["error"] = str(exc)
             features[str(feature)] = entry
-            return GateResult(name="input_drift", verdict="soft_fail", evidence={"features": features},
-                              reason=f"input histogram of feature {feature} not comparable: {exc}")
+            return GateResult(
+                name="input_drift",
+                verdict="soft_fail",
+                evidence={"features": features},
+                reason=f"input histogram of feature {feature} not comparable: {exc}",
+            )
         features[str(feature)] = entry
         worst = value if worst is None else max(worst, value)
     ev = {"features": features, "min_samples": cfg.min_samples}
     if worst is None:
-        return GateResult(name="input_drift", verdict="insufficient_data", threshold=cfg.soft_max_psi, evidence=ev,
-                          reason=f"fewer than {cfg.min_samples} binned inputs in the cohort")
+        return GateResult(
+            name="input_drift",
+            verdict="insufficient_data",
+            threshold=cfg.soft_max_psi,
+            evidence=ev,
+            reason=f"fewer than {cfg.min_samples} binned inputs in the cohort",
+        )
     if worst > cfg.soft_max_psi:
         verdict: Verdict = "soft_fail"
     elif short:
         verdict = "insufficient_data"
     else:
         verdict = "pass"
-    return GateResult(name="input_drift", verdict=verdict, value=worst, threshold=cfg.soft_max_psi, evidence=ev,
-                      reason=f"largest PSI {worst:.3f} ({drift_status(worst)})")
+    return GateResult(
+        name="input_drift",
+        verdict=verdict,
+        value=worst,
+        threshold=cfg.soft_max_psi,
+        evidence=ev,
+        reason=f"largest PSI {worst:.3f} ({drift_status(worst)})",
+    )
 
 
 def serving_error_gate(ctx: GateContext, cfg: ServingErrorGateConfig) -> GateResult:
@@ -259,16 +375,32 @@ def serving_error_gate(ctx: GateContext, cfg: ServingErrorGateConfig) -> GateRes
     ev = {"errors": errors, "inferences": inferences, "hard_max_rate": cfg.hard_max_rate}
     if inferences == 0:
         if errors:
-            return GateResult(name="serving_errors", verdict="hard_fail", evidence=ev, threshold=cfg.hard_max_rate,
-                              reason=f"{errors} serving errors and no successful inference")
-        return GateResult(name="serving_errors", verdict="insufficient_data", evidence=ev,
-                          threshold=cfg.hard_max_rate, reason="no inference reported")
+            return GateResult(
+                name="serving_errors",
+                verdict="hard_fail",
+                evidence=ev,
+                threshold=cfg.hard_max_rate,
+                reason=f"{errors} serving errors and no successful inference",
+            )
+        return GateResult(
+            name="serving_errors",
+            verdict="insufficient_data",
+            evidence=ev,
+            threshold=cfg.hard_max_rate,
+            reason="no inference reported",
+        )
     rate = errors / inferences
     verdict: Verdict = (
         "hard_fail" if rate > cfg.hard_max_rate else "soft_fail" if rate > cfg.soft_max_rate else "pass"
     )
-    return GateResult(name="serving_errors", verdict=verdict, value=rate, threshold=cfg.hard_max_rate,
-                      evidence=ev, reason=f"{errors} serving errors in {inferences} inferences")
+    return GateResult(
+        name="serving_errors",
+        verdict=verdict,
+        value=rate,
+        threshold=cfg.hard_max_rate,
+        evidence=ev,
+        reason=f"{errors} serving errors in {inferences} inferences",
+    )
 
 
 _GATES: tuple[tuple[str, Callable[[GateContext, object], GateResult]], ...] = (
@@ -295,3 +427,9 @@ def evaluate_gates(ctx: GateContext, config: GateConfig) -> list[GateResult]:
 
 def worst_verdict(results: Sequence[GateResult]) -> Verdict:
     return max((r.verdict for r in results), key=lambda v: SEVERITY[v], default="pass")
+
+
+def baseline_counts(baselines: Baselines) -> dict[int, list[int]]:
+    """Input feature index -> baseline histogram counts, from a converter report's baselines (the
+    order of ``baselines.features`` is the ``input_feature`` index devices report)."""
+    return {i: list(h.counts) for i, h in enumerate(baselines.features)}

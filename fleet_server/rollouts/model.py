@@ -7,6 +7,7 @@ from them after a restart. Times are integer/float Unix seconds; fractions are 0
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -174,7 +175,9 @@ class SchedulePlan(_Model):
 def default_stages(shadow: bool = False, min_soak_s: int = 3600) -> list[StagePlan]:
     """Optional shadow, then canary 1 % (>= 5 devices) -> 10 % -> 50 % -> 100 %."""
     stages = [
-        StagePlan(name="canary", fraction=0.01, min_devices=5, min_soak_s=min_soak_s, min_reporting_devices=5),
+        StagePlan(
+            name="canary", fraction=0.01, min_devices=5, min_soak_s=min_soak_s, min_reporting_devices=5
+        ),
         StagePlan(name="10%", fraction=0.10, min_devices=5, min_soak_s=min_soak_s, min_reporting_devices=10),
         StagePlan(name="50%", fraction=0.50, min_devices=5, min_soak_s=min_soak_s, min_reporting_devices=20),
         StagePlan(name="100%", fraction=1.0, min_devices=5, min_soak_s=min_soak_s, min_reporting_devices=20),
@@ -189,8 +192,13 @@ def default_stages(shadow: bool = False, min_soak_s: int = 3600) -> list[StagePl
         stages.insert(
             0,
             StagePlan(
-                name="shadow", kind="shadow", fraction=0.01, min_devices=5, min_soak_s=min_soak_s,
-                min_reporting_devices=5, gates=shadow_gates,
+                name="shadow",
+                kind="shadow",
+                fraction=0.01,
+                min_devices=5,
+                min_soak_s=min_soak_s,
+                min_reporting_devices=5,
+                gates=shadow_gates,
             ),
         )
     return stages
@@ -214,9 +222,11 @@ class RolloutSpec(_Model):
             raise ValueError("the last stage must be a rollout stage with fraction 1.0")
         if any(s.kind == "shadow" for s in self.stages[1:]):
             raise ValueError("a shadow stage may only come first")
-        for a, b in zip(rollout, rollout[1:], strict=False):
+        for a, b in itertools.pairwise(rollout):
             if b.fraction < a.fraction or b.min_devices < a.min_devices:
-                raise ValueError(f"stage {b.name!r} is smaller than the stage before it; cohorts are cumulative")
+                raise ValueError(
+                    f"stage {b.name!r} is smaller than the stage before it; cohorts are cumulative"
+                )
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError("stage names must be unique")
@@ -254,9 +264,7 @@ class Command(_Model):
     reason: str = ""
 
 
-DecisionAction = Literal[
-    "start", "hold", "advance", "pause", "resume", "abort", "rollback", "complete"
-]
+DecisionAction = Literal["start", "hold", "advance", "pause", "resume", "abort", "rollback", "complete"]
 Actor = str  # "controller" or the operator's name / token subject
 
 

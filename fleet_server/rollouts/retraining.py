@@ -52,7 +52,9 @@ def fit_decay(days: Sequence[float], proxy: Sequence[float]) -> DecayFit:
     t = np.asarray(days, dtype=np.float64)
     a = np.asarray(proxy, dtype=np.float64)
     if t.shape != a.shape or t.ndim != 1:
-        raise RetrainingInputError(f"days and proxy values must be 1-D of equal length, got {t.shape}, {a.shape}")
+        raise RetrainingInputError(
+            f"days and proxy values must be 1-D of equal length, got {t.shape}, {a.shape}"
+        )
     if t.size < 3:
         raise RetrainingInputError(f"need at least 3 points to fit a decay, got {t.size}")
     if not (np.all(np.isfinite(t)) and np.all(np.isfinite(a))):
@@ -77,7 +79,9 @@ def optimal_interval(c: float, q: float, v: float, a0: float, lam: float) -> flo
     return math.sqrt(2 * c / (q * v * a0 * lam))
 
 
-def estimate(c: float, q: float, v: float, days: Sequence[float], proxy: Sequence[float]) -> RetrainingEstimate:
+def estimate(
+    c: float, q: float, v: float, days: Sequence[float], proxy: Sequence[float]
+) -> RetrainingEstimate:
     """Fit lambda and A0 from an accuracy-proxy series and return T* (None when nothing decays)."""
     fit = fit_decay(days, proxy)
     t_star = optimal_interval(c, q, v, fit.a0, fit.lam) if fit.lam > 0 else None

@@ -13,6 +13,7 @@ demo) and follows the same rule for which windows count:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -53,12 +54,20 @@ class DeviceTotals:
     @classmethod
     def empty(cls, n: int) -> DeviceTotals:
         return cls(
-            inferences=_zeros(n), positives=_zeros(n), false_positives=_zeros(n),
-            window_s=_zeros(n, np.float64), active_s=_zeros(n, np.float64),
-            latency_p95_us=_zeros(n, np.float64), fell_back=_zeros(n, bool),
-            battery_drain_pct_per_h=np.full(n, np.nan), install_state=_zeros(n, np.int8),
-            serving_errors=_zeros(n), shadow_samples=_zeros(n), candidate_positives=_zeros(n),
-            candidate_false_positives=_zeros(n), candidate_latency_p95_us=_zeros(n, np.float64),
+            inferences=_zeros(n),
+            positives=_zeros(n),
+            false_positives=_zeros(n),
+            window_s=_zeros(n, np.float64),
+            active_s=_zeros(n, np.float64),
+            latency_p95_us=_zeros(n, np.float64),
+            fell_back=_zeros(n, bool),
+            battery_drain_pct_per_h=np.full(n, np.nan),
+            install_state=_zeros(n, np.int8),
+            serving_errors=_zeros(n),
+            shadow_samples=_zeros(n),
+            candidate_positives=_zeros(n),
+            candidate_false_positives=_zeros(n),
+            candidate_latency_p95_us=_zeros(n, np.float64),
         )
 
     def check(self, n: int) -> None:
@@ -66,7 +75,9 @@ class DeviceTotals:
             if name == "input_hist":
                 for feature, h in arr.items():
                     if h.ndim != 2 or h.shape[0] != n:
-                        raise RolloutError(f"input_hist[{feature}] must have shape ({n}, bins), got {h.shape}")
+                        raise RolloutError(
+                            f"input_hist[{feature}] must have shape ({n}, bins), got {h.shape}"
+                        )
             elif len(arr) != n:
                 raise RolloutError(f"totals column {name!r} has {len(arr)} rows, the fleet has {n}")
 
@@ -147,7 +158,11 @@ class DeviceTotals:
                 t.install_state[i] = INSTALL_FAILED
         for ev in error_events:
             i = idx.get(ev.device_id)
-            if i is not None and ev.ts >= since and (ev.code in SERVING_ERROR_CODES or ev.component == "runtime"):
+            if (
+                i is not None
+                and ev.ts >= since
+                and (ev.code in SERVING_ERROR_CODES or ev.component == "runtime")
+            ):
                 t.serving_errors[i] += 1
         return t
 
@@ -156,7 +171,7 @@ def _drain(series: list[tuple[int, int, float, bool]]) -> float:
     """% per hour between consecutive discharging reports (as telemetry.aggregation does per device)."""
     series.sort()
     drop = hours = 0.0
-    for (_, t0, p0, c0), (_, t1, p1, c1) in zip(series, series[1:], strict=False):
+    for (_, t0, p0, c0), (_, t1, p1, c1) in itertools.pairwise(series):
         if c0 or c1 or t1 <= t0:
             continue
         drop += p0 - p1

@@ -50,6 +50,16 @@ def range_server_module():
 
 # ------------------------------------------------------------------------------------------- models
 
+_built: list[Path] = []  # one build per test session, shared by every OTA client test module
+
+
+def session_models(tmp_path_factory) -> Path:
+    """The models for this session; TINYFLEET_OTA_TEST_MODELS=<dir> caches them between local runs."""
+    if not _built:
+        cached = os.environ.get("TINYFLEET_OTA_TEST_MODELS")
+        _built.append(build_models(Path(cached) if cached else tmp_path_factory.mktemp("ota_models")))
+    return _built[0]
+
 
 def build_models(out: Path) -> Path:
     """Convert v1, v2, v3 into ``out/{v1,v2,v3}`` (report.json, golden.npz, float32.tflite). Cached."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,9 +45,8 @@ RS = S.range_server_module()
 
 @pytest.fixture(scope="session")
 def ota_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """v1/v2/v3 converter outputs; TINYFLEET_OTA_TEST_MODELS=<dir> caches them between local runs."""
-    cached = os.environ.get("TINYFLEET_OTA_TEST_MODELS")
-    return S.build_models(Path(cached) if cached else tmp_path_factory.mktemp("ota_models"))
+    """v1/v2/v3 converter outputs, built once per session (see _ota_client_support.session_models)."""
+    return S.session_models(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

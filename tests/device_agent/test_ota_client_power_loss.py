@@ -11,7 +11,7 @@ and the real LiteRT interpreter loads it; the installed counter never went backw
 file is readable. At the end: v2 committed (v3: reverted to v1), and once the commit was durable no
 later power-on downloaded the artifact again.
 
-TINYFLEET_OTA_CLIENT_KILLS (default 30) sequences; seed TINYFLEET_OTA_CLIENT_SEED.
+TINYFLEET_OTA_CLIENT_KILLS (default 24) sequences; seed TINYFLEET_OTA_CLIENT_SEED.
 (The OTA core's own test kills the installer at several hundred points; this one covers the client.)
 """
 
@@ -36,7 +36,7 @@ from ota.slots import SlotStore
 
 HERE = Path(__file__).parent
 CHILD = HERE / "_ota_client_child.py"
-KILLS = int(os.environ.get("TINYFLEET_OTA_CLIENT_KILLS", "30"))
+KILLS = int(os.environ.get("TINYFLEET_OTA_CLIENT_KILLS", "24"))
 SEED = int(os.environ.get("TINYFLEET_OTA_CLIENT_SEED", "20261123"))
 
 
@@ -58,8 +58,8 @@ RS = S.range_server_module()
 
 @pytest.fixture(scope="session")
 def ota_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cached = os.environ.get("TINYFLEET_OTA_TEST_MODELS")
-    return S.build_models(Path(cached) if cached else tmp_path_factory.mktemp("ota_models"))
+    """v1/v2/v3 converter outputs, built once per session (see _ota_client_support.session_models)."""
+    return S.session_models(tmp_path_factory)
 
 
 def _run(

@@ -1,4 +1,4 @@
-"""A private PostgreSQL schema per test: created on 127.0.0.1:5432 (trust auth, database ``test``), dropped after.
+"""A private PostgreSQL schema per test on 127.0.0.1:5432 (trust auth, database ``test``), dropped after.
 
 Usage from a conftest (put ``tests/support`` on ``sys.path`` first)::
 
