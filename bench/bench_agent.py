@@ -67,6 +67,38 @@ if mode == "agent":
     loop.start()
     loop.run(steps=3000)
     out["windows"] = len(windows)
+elif mode == "agent-process":
+    # The whole Agent as `tinyfleet agent` runs it (slot store provisioned and booted, OTA client, disk
+    # buffer, paho link thread connected to argv[4] or buffering if none listens), on the same golden-input
+    # board as "agent" so scikit-learn stays out; RSS read after 500 inferences with the link still up.
+    import numpy as np
+    from device_agent.agent import Agent, AgentOptions
+    from device_agent.config import AgentConfig, BrokerConfig, LoopConfig
+    from device_agent.model_manager import ModelChain
+    from firmware_stubs.board import SimulatedBoard
+    from firmware_stubs.flash import FlashArea
+    from firmware_stubs.hardware_profiles import get_profile
+    from firmware_stubs.sensor_streams import SensorStream, StreamPools, WindowPool
+    prof = get_profile(hw)
+    mchain = ModelChain.from_dir(chain)
+    with np.load(mchain.levels[0].directory / "golden.npz") as z:
+        x, y = z["inputs"], z["labels"]
+    pool = WindowPool(windows=x, labels=y, is_event=np.isin(y, mchain.rule.positive_class_ids), name="golden")
+    state = tempfile.mkdtemp()
+    board = SimulatedBoard(prof, stream=SensorStream(StreamPools(nominal=pool)),
+                           flash=FlashArea.for_profile(prof, state + "/flash"))
+    broker = sys.argv[4] if len(sys.argv) > 4 else "mqtt://127.0.0.1:1"
+    cfg = AgentConfig(device_id="bench-rss-1", hardware_class=hw, model_dir=chain, state_dir=state,
+                      broker=BrokerConfig(url=broker), loop=LoopConfig(sample_period_s=1.0, window_s=60))
+    agent = Agent(cfg, AgentOptions(board=board, buffer_fsync=False))
+    agent.start()
+    agent.run_for(500)
+    import time as _t
+    agent.link.wait_drained(5)
+    _t.sleep(0.5)
+    out["windows"] = agent.loop.stats.windows
+    out["inferences"] = agent.loop.stats.inferences
+    out["connected"] = agent.link.connected  # RSS read below with the link thread still running
 elif mode in ("litert", "litert+pydantic"):
     import json as _json
     from pathlib import Path
@@ -95,10 +127,10 @@ print(json.dumps(out))
 """
 
 
-def rss_of(mode: str, chain: Path, hw: str) -> dict:
+def rss_of(mode: str, chain: Path, hw: str, broker: str = "mqtt://127.0.0.1:1883") -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, mode, str(chain), hw], capture_output=True,
-                          text=True, env=env, timeout=600, check=False)
+    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, mode, str(chain), hw, broker],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"RSS child ({mode}) failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -233,7 +265,7 @@ def main() -> None:
     chain = ensure_chain(args.chain)
 
     ov = overhead(chain, args.hardware, args.samples, args.repeats)
-    modes = ("python", "litert", "litert+pydantic", "agent")
+    modes = ("python", "litert", "litert+pydantic", "agent", "agent-process")
     rss = {mode: rss_of(mode, chain, args.hardware) for mode in modes}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     result = {"chain": str(chain), "date": stamp, "overhead": ov, "rss_kb": rss}
@@ -262,7 +294,8 @@ def main() -> None:
         r.add_column(col)
     names = {"python": "bare python (baseline)", "litert": "python + numpy + LiteRT + model (floor)",
              "litert+pydantic": "floor + one pydantic model class",
-             "agent": "agent loop, Pi-class path, model loaded"}
+             "agent": "agent loop, Pi-class path, model loaded",
+             "agent-process": "whole Agent (slots, buffer, MQTT link; OTA client lazy), 500 inferences"}
     for mode, d in rss.items():
         mb = (f"{d['VmRSS'] / 1024:.1f}", f"{d['VmHWM'] / 1024:.1f}")
         r.add_row(names[mode], *mb, str(d["tensorflow_imported"]))

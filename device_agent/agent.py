@@ -205,7 +205,7 @@ class Agent:
             intake=self.intake,
             extra_status=self.extra_status,
         )
-        self.ota: Any = None  # device_agent.ota_client.OtaClient, made in start()
+        self.ota: Any = None  # device_agent.ota_client.OtaClient, made when first needed
         self._register_commands()
 
     # -- construction helpers ----------------------------------------------------------------------
@@ -279,8 +279,14 @@ class Agent:
             raise RuntimeError("agent already started")
         self._started = True
         self._provision_if_empty()
-        self.ota = self._make_ota_client()
-        self.ota.resume()  # boots the slot store (trial counting, revert), finishes an interrupted update
+        if self._ota_unfinished():
+            self._ota_client()  # resume(): boots the slot store (trial counting, revert), finishes the update
+        else:
+            # Nothing to resume: boot without the OTA client, which pulls in cryptography and bsdiff4
+            # (~9 MB RSS); it is made on the first update or rollback command.
+            decision = self.store.boot()
+            if decision.event:
+                log.warning("slot store at boot: %s", decision.event)
         try:
             self.loop.start()
         except ModelLoadError as exc:
@@ -316,6 +322,25 @@ class Agent:
             f"cannot provision the slot store: no chain model fits {self.profile.name}: " + "; ".join(errors)
         )
 
+    def _ota_unfinished(self) -> bool:
+        from device_agent.ota_state import TERMINAL, RecordUnreadable, load_record
+
+        st = self.store.state
+        if st.trial or st.pending is not None:
+            return True
+        try:
+            record = load_record(self.store.root)
+        except RecordUnreadable:
+            return True  # the client rebuilds it from the slot store
+        return record is not None and record.state not in TERMINAL
+
+    def _ota_client(self) -> Any:
+        """The OTA client, made (and resumed) on first use."""
+        if self.ota is None:
+            self.ota = self._make_ota_client()
+            self.ota.resume()
+        return self.ota
+
     def _make_ota_client(self) -> Any:
         from device_agent.http_download import HttpFetcher
         from device_agent.ota_client import GoldenHealthCheck, OtaClient
@@ -341,7 +366,8 @@ class Agent:
             health,
             device_id=self.device_id,
             sink=self.publisher.publish,
-            clock=lambda: datetime.fromtimestamp(self.board.clock.now(), UTC),
+            # Trust decisions (manifest expiry, key validity) need the real date, not the simulated one.
+            clock=lambda: datetime.now(UTC),
             energy=UpdateEnergyPolicy(self.config.energy),
             battery=lambda: self._battery,
             on_model_changed=lambda _path: self._follow_active_slot(),
@@ -434,13 +460,15 @@ class Agent:
     # -- commands (agent thread) --------------------------------------------------------------------------
 
     def _cmd_update(self, cmd: Any) -> None:
-        self.ota.accept_update(cmd)
-        self.ota.poll()
+        ota = self._ota_client()
+        ota.accept_update(cmd)
+        ota.poll()
         self.link.request_status()
 
     def _cmd_rollback(self, cmd: Any) -> None:
-        self.ota.accept_rollback(cmd)
-        self.ota.poll()
+        ota = self._ota_client()
+        ota.accept_rollback(cmd)
+        ota.poll()
         self.link.request_status()
 
     def _cmd_shadow(self, cmd: Any) -> None:
@@ -618,7 +646,7 @@ class Agent:
             "cmd_rejected": c.rejected,
             "inferences": self.loop.stats.inferences,
             "windows": self.loop.stats.windows,
-            "ota_state": self.ota.state if self.ota is not None else None,
+            "ota_state": self.ota.state if self.ota is not None else "idle",
             # The agent must never import TensorFlow; the status says so, tests check it.
             "tensorflow_imported": "tensorflow" in sys.modules,
         }
@@ -640,7 +668,7 @@ class Agent:
             "fallback_switches": s.switches,
             "fallback_level": self.policy.level,
             "invoke_failures": s.invoke_failures,
-            "ota_state": self.ota.state if self.ota is not None else None,
+            "ota_state": self.ota.state if self.ota is not None else "idle",
             "active_slot": self.store.state.active,
             "battery_pct": None if pct is None else round(pct, 3),
             "charging": charging,

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from device_agent.agent import Agent, AgentOptions
+from device_agent.agent import Agent, AgentOptions, rss_kb
 from device_agent.config import AgentConfig, BrokerConfig, LoopConfig
 from device_agent.model_manager import ModelArtifact
 from firmware_stubs.clock import SimClock
@@ -168,6 +168,7 @@ class FleetSimulator:
             "settings": self.settings.model_dump(mode="json"),
             "wall_s": round(run_wall_s, 3),
             "sim_s": self.t_s,
+            "process_rss_kb": rss_kb(),  # the whole fleet process, links still connected
             "devices": devices,
             "totals": _totals(devices),
         }

@@ -66,6 +66,8 @@ from telemetry.wire import (
     loads_cbor,
     loads_json,
     metrics_to_array,
+    quantise_fraction,
+    quantise_percent,
     sniff_codec,
 )
 
@@ -91,7 +93,7 @@ def _int(lo: int, hi: int) -> Check:
             raise _fail(loc, f"must be an integer, got {brief(v)}")
         if not lo <= v <= hi:
             raise _fail(loc, f"must be in {lo}..{hi}, got {brief(v)}")
-        return v
+        return int(v)  # an int subclass (IntEnum): stored, and so encoded, as the plain int
 
     return check
 
@@ -109,12 +111,17 @@ def _float(lo: float, hi: float, quantise: Callable[[float], float]) -> Check:
     return check
 
 
+_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
+
+
 def _str(pattern: str | None = None, max_len: int | None = None) -> Check:
     rx = re.compile(pattern) if pattern is not None else None
 
     def check(v: Any, loc: Loc) -> str:
         if not isinstance(v, str):
             raise _fail(loc, f"must be a string, got {brief(v)}")
+        if not v.isascii() and _SURROGATE.search(v):  # JSON "\ud800" escapes; pydantic refuses them
+            raise _fail(loc, "contains a lone surrogate (not valid Unicode text)")
         if max_len is not None and len(v) > max_len:
             raise _fail(loc, f"must have at most {max_len} characters, got {len(v)}")
         # fullmatch: the patterns are ^...$ for Rust's regex, where $ never matches before a "\n"
@@ -177,8 +184,8 @@ U8: Final = _int(0, U8_MAX)
 U16: Final = _int(0, U16_MAX)
 U32: Final = _int(0, U32_MAX)
 LEVEL: Final = _int(0, MAX_FALLBACK_LEVEL)
-FRACTION: Final = _float(0.0, 1.0, lambda x: round(x, 4))
-PERCENT: Final = _float(0.0, 100.0, lambda x: round(x, 1))
+FRACTION: Final = _float(0.0, 1.0, quantise_fraction)
+PERCENT: Final = _float(0.0, 100.0, quantise_percent)
 DEVICE_ID: Final = _str(DEVICE_ID_PATTERN, DEVICE_ID_MAX_LEN)
 NAME: Final = _str(NAME_PATTERN)
 MODEL_NAME: Final = _str(MODEL_NAME_PATTERN)
@@ -636,11 +643,8 @@ def encode(record: Any, codec: Codec = "cbor") -> bytes:
             return dumps_cbor(metrics_to_array(record))
         return dumps_cbor(as_dict(record))
     if codec == "json":
-        try:
-            text = json.dumps(as_dict(record), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            return check_size(text.encode())
-        except (ValueError, UnicodeEncodeError) as exc:  # e.g. a lone surrogate in a text field
-            raise TelemetryEncodeError(f"cannot encode {record.type} as JSON: {exc}") from None
+        # Compact, raw UTF-8 (records hold no lone surrogates, no NaN): what pydantic's serialiser writes.
+        return check_size(json.dumps(as_dict(record), ensure_ascii=False, separators=(",", ":")).encode())
     raise TelemetryEncodeError(f"unknown codec {codec!r}; use 'json' or 'cbor'")
 
 

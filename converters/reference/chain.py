@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from converters.features import FeatureSpec
-from converters.reference.datasets import TaskData, load_kws_stream, load_kws_task
+from converters.reference.datasets import DatasetError, TaskData, load_kws_stream, load_kws_task
 from converters.reference.digits import load_digits_task
 from converters.reference.model_zoo import TaskName, recipes
 from converters.reference.stream_eval import StreamMetrics, evaluate_stream
@@ -188,6 +188,8 @@ def build_reference_chain(
             report = _build_into(task, tmp, version, seed, report_progress)
         except ConversionError as exc:
             raise ChainError(f"{task}: conversion failed: {exc}") from exc
+        except DatasetError as exc:
+            raise ChainError(f"{task}: reference data unusable: {exc}") from exc
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

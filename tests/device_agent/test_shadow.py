@@ -86,6 +86,7 @@ def test_shadow_costs_energy_bounded_by_the_share(chain_dir: Path, tmp_path: Pat
 def test_energy_budget_caps_the_share_for_an_expensive_candidate(chain_dir: Path, tmp_path: Path) -> None:
     loop, _, _, _ = make_loop(chain_dir, tmp_path / "c")
     loop.manager.activate(2)  # cheap linear model active, expensive wide candidate
+    loop.run(steps=20)  # warm the active interpreter: its first invokes are slow and would skew the means
     shadow = loop.enable_shadow(
         loop.manager.load_level(0), sample_fraction=1.0, candidate_version=3, energy_budget_fraction=0.1
     )

@@ -37,7 +37,9 @@ def expected_status(caller: str, needs: str) -> int | None:
     return None if RANK[caller] >= RANK[needs] else 403
 
 
-@pytest.mark.parametrize(("method", "path", "body", "needs"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "needs"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES]
+)
 def test_auth_matrix(
     client: TestClient,
     tokens: dict[str, str],
@@ -86,9 +88,13 @@ def test_auth_matrix(
         assert client.get(path, headers=headers["device"]).status_code == 200
 
 
-def test_viewer_cannot_provision(client: TestClient, tokens: dict[str, str], snapshot: Callable[[], Any]) -> None:
+def test_viewer_cannot_provision(
+    client: TestClient, tokens: dict[str, str], snapshot: Callable[[], Any]
+) -> None:
     before = snapshot()
-    r = client.post("/api/v1/devices", json={"id": "v-1", "hardware_class": "pi-4"}, headers=bearer(tokens["viewer"]))
+    r = client.post(
+        "/api/v1/devices", json={"id": "v-1", "hardware_class": "pi-4"}, headers=bearer(tokens["viewer"])
+    )
     assert_error(r, 403, "'viewer'", "'operator'")
     assert snapshot() == before
 
@@ -102,7 +108,9 @@ def test_device_credential_is_refused_on_operator_routes(
 
 
 def test_operator_token_is_refused_on_device_routes(client: TestClient, tokens: dict[str, str]) -> None:
-    assert_error(client.get("/api/v1/device/self", headers=bearer(tokens["admin"])), 403, "device credentials only")
+    assert_error(
+        client.get("/api/v1/device/self", headers=bearer(tokens["admin"])), 403, "device credentials only"
+    )
 
 
 @pytest.mark.parametrize(
@@ -128,7 +136,9 @@ def test_malformed_credentials_are_401(client: TestClient, header: str, fragment
 
 def test_revoked_token_stops_working(client: TestClient, tokens: dict[str, str]) -> None:
     admin = bearer(tokens["admin"])
-    made = client.post("/api/v1/tokens", json={"name": "short-lived", "role": "operator"}, headers=admin).json()
+    made = client.post(
+        "/api/v1/tokens", json={"name": "short-lived", "role": "operator"}, headers=admin
+    ).json()
     assert client.get("/api/v1/devices", headers=bearer(made["secret"])).status_code == 200
     assert client.delete(f"/api/v1/tokens/{made['token']['id']}", headers=admin).status_code == 204
     assert_error(client.get("/api/v1/devices", headers=bearer(made["secret"])), 401, "revoked")

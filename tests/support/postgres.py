@@ -65,7 +65,5 @@ def postgres_schema_url(prefix: str = "tf_test") -> Iterator[str]:
 def leftover_schemas(prefix: str = "tf_test") -> list[str]:
     """Schemas with ``prefix`` still present (a test can assert its own was dropped)."""
     with psycopg.connect(_admin_conninfo()) as conn:
-        rows = conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (prefix.replace("_", r"\_") + r"\_%",)
-        ).fetchall()
-    return [r[0] for r in rows]
+        names = [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()]
+    return sorted(n for n in names if n.startswith(prefix + "_"))

@@ -249,7 +249,9 @@ def near_miss_objects(draw: Any) -> dict[str, Any]:
 
 
 def _encodings(obj: Any) -> list[bytes]:
-    out = [cbor2.dumps(obj)]
+    out = []
+    with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate has no UTF-8 (CBOR text) form
+        out.append(cbor2.dumps(obj))
     with contextlib.suppress(ValueError):  # NaN/Infinity literals are written: json.loads accepts them
         out.append(json.dumps(obj).encode())
     return out
@@ -317,6 +319,8 @@ def _update(url: str) -> dict[str, Any]:
         (_cmd(cmd_id="c\n"), SchemaViolation),
         (_update("https://a\x1fb"), "accepted"),  # Python's \s matches U+001F, Rust's (pydantic's) does not
         (_update("https://a\u2028b"), SchemaViolation),  # Unicode White_Space for both
+        (_update("https://a\ud800"), SchemaViolation),  # lone surrogate (JSON escape): not text to pydantic
+        (_cmd(type="cmd.rollback", reason="x\udfff"), SchemaViolation),
         (_update("https://a\x85b"), SchemaViolation),
         (_update("https://" + "a" * 504), "accepted"),  # 512 characters, the maximum
         (_update("https://" + "a" * 505), SchemaViolation),
@@ -413,8 +417,8 @@ def test_encode_refuses_non_records_and_unknown_codecs() -> None:
         dc.encode(dc.ModelRef(name="m", version=1, variant="rule"))  # a part, not a message
     with pytest.raises(TelemetryEncodeError):
         dc.encode(ping, "xml")  # type: ignore[arg-type]
-    with pytest.raises(TelemetryEncodeError):
-        dc.encode(dc.ErrorEvent(device_id="d", ts=1, component="c", code="c", message="\ud800"), "json")
+    with pytest.raises(SchemaViolation, match="surrogate"):  # would have no UTF-8 form on the wire
+        dc.ErrorEvent(device_id="d", ts=1, component="c", code="c", message="\ud800")
     long = dc.ErrorEvent(device_id="d", ts=1, component="c", code="c", message="\x01" * 256)
     assert dc.encode(long, "json") == codec.encode(schemas.ErrorEvent(**vars_of(long)), "json")
     with pytest.raises(MalformedPayload):
@@ -472,3 +476,33 @@ def test_device_path_never_imports_pydantic() -> None:
     proc = subprocess.run([sys.executable, "-c", _DEVICE_PATH], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "", f"the device path imported: {proc.stdout.strip()}"
+
+
+def test_string_rules_agree_with_pydantics_regex_engine_character_by_character() -> None:
+    # Python's re and pydantic's Rust regex differ on \s and `$`; the shared patterns must not.
+    def verdicts(build: Any, text: str) -> tuple[bool, bool]:
+        try:
+            build(schemas, text)
+            server = True
+        except ValueError:  # pydantic's ValidationError is a ValueError
+            server = False
+        try:
+            build(dc, text)
+            device = True
+        except SchemaViolation:
+            device = False
+        return server, device
+
+    def url(mod: Any, text: str) -> Any:
+        return mod.ArtifactRef(url=f"https://h{text}x", sha256="0" * 64, size_bytes=1)
+
+    def names(mod: Any, text: str) -> Any:
+        return mod.ErrorEvent(device_id=f"d{text}", ts=1, component=f"c{text}", code="c", message="m")
+
+    disagreements = [
+        (build.__name__, hex(cp))
+        for cp in range(0x3100)  # every White_Space / str.isspace() character is below U+3001
+        for build in (url, names)
+        if len(set(verdicts(build, chr(cp)))) > 1
+    ]
+    assert disagreements == []
