@@ -393,17 +393,14 @@ class Agent:
         return None
 
     def _chain_level_of(self, sha256: str) -> int | None:
+        """The chain level whose variant for this hardware class is the model with this sha256."""
         for level in range(len(self.chain)):
             try:
-                if (
-                    self.manager.artifact_for(level)
-                    .report.variants[self.manager.artifact_for(level).variant]
-                    .sha256
-                    == sha256
-                ):
-                    return level
-            except (ModelLoadError, KeyError):
+                art = self.manager.artifact_for(level)
+            except ModelLoadError:
                 continue
+            if art.report.variants[art.variant].sha256 == sha256:
+                return level
         return None
 
     def _slot_artifact(self, slot_path: Path, sha256: str, counter: int) -> ModelArtifact:

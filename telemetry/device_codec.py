@@ -347,6 +347,10 @@ class Status(_Message):
     charging: bool = False
     rss_kb: int | None = None
     reply_to: str | None = None
+    online: bool = True
+    buffer_pending: int | None = None
+    buffer_dropped: int | None = None
+    cmd_rejected: int | None = None
     _checks: ClassVar[dict[str, Check]] = _Message._checks | {
         "ts": U32,
         "uptime_s": U32,
@@ -360,6 +364,10 @@ class Status(_Message):
         "charging": _bool,
         "rss_kb": _opt(U32),
         "reply_to": _opt(IDENT),
+        "online": _bool,
+        "buffer_pending": _opt(U32),
+        "buffer_dropped": _opt(U32),
+        "cmd_rejected": _opt(U32),
     }
 
 
@@ -394,12 +402,14 @@ class OtaStateChanged(_Message):
     from_state: str
     to_state: str
     reason: str | None = None
+    cmd_id: str | None = None
     _checks: ClassVar[dict[str, Check]] = _Message._checks | {
         "ts": U32,
         "release_id": IDENT,
         "from_state": OTA_STATE,
         "to_state": OTA_STATE,
         "reason": _opt(TEXT),
+        "cmd_id": _opt(IDENT),
     }
 
 
@@ -433,6 +443,7 @@ class OtaStatus(_Message):
     bytes_total: int = 0
     attempt: int = 1
     error: str | None = None
+    cmd_id: str | None = None
     _checks: ClassVar[dict[str, Check]] = _Message._checks | {
         "ts": U32,
         "release_id": IDENT,
@@ -444,6 +455,7 @@ class OtaStatus(_Message):
         "bytes_total": U32,
         "attempt": _int(1, U8_MAX),
         "error": _opt(TEXT),
+        "cmd_id": _opt(IDENT),
     }
 
     def _consistent(self) -> None:
@@ -489,6 +501,8 @@ class UpdateAvailable(_Command):
     manifest: ArtifactRef
     artifact: ArtifactRef
     delta: DeltaRef | None = None
+    report: ArtifactRef | None = None
+    golden: ArtifactRef | None = None
     _checks: ClassVar[dict[str, Check]] = _Command._checks | {
         "release_id": IDENT,
         "model_name": MODEL_NAME,
@@ -497,6 +511,8 @@ class UpdateAvailable(_Command):
         "manifest": _nested(ArtifactRef),
         "artifact": _nested(ArtifactRef),
         "delta": _opt(_nested(DeltaRef)),
+        "report": _opt(_nested(ArtifactRef)),
+        "golden": _opt(_nested(ArtifactRef)),
     }
 
 

@@ -99,12 +99,25 @@ OtaState = Literal[
     "reverting",
     "reverted",
     "failed",
+    "deferred",  # 1.1: download postponed by the energy policy (waits for battery / charging)
 ]
 OTA_STATES: Final[tuple[str, ...]] = get_args(OtaState)
 
 FallbackReason = Literal[
-    "latency", "error", "battery", "memory", "health_check", "policy", "recovered", "manual"
+    "latency",
+    "error",
+    "battery",
+    "memory",
+    "health_check",
+    "policy",
+    "recovered",
+    "manual",
+    # 1.1: the agent's own switch reasons (before, they travelled as "policy"/"error" + detail)
+    "false_positives",
+    "load_failed",
+    "invoke_failed",
 ]
+FALLBACK_REASONS: Final[tuple[str, ...]] = get_args(FallbackReason)
 FallbackStep = Literal["primary", "previous", "smaller_variant", "rule"]
 
 
@@ -215,6 +228,11 @@ class Status(_Message):
     charging: bool = False
     rss_kb: U32 | None = None
     reply_to: Ident | None = None  # cmd_id of the Ping this status answers
+    # 1.1 (optional, appended): link state and the agent's intake/buffer counters
+    online: bool = True  # False in the retained last-will / graceful-stop status
+    buffer_pending: U32 | None = None  # telemetry records waiting in the disk buffer
+    buffer_dropped: U32 | None = None  # records the full disk buffer dropped (oldest first), ever
+    cmd_rejected: U32 | None = None  # commands refused (malformed, other device, bad version), ever
 
 
 class FallbackSwitched(_Message):
@@ -240,6 +258,7 @@ class OtaStateChanged(_Message):
     from_state: OtaState
     to_state: OtaState
     reason: Text | None = None
+    cmd_id: Ident | None = None  # 1.1: the command this update runs for
 
 
 class ErrorEvent(_Message):
@@ -265,6 +284,7 @@ class OtaStatus(_Message):
     bytes_total: U32 = 0
     attempt: Annotated[int, Field(ge=1, le=U8_MAX)] = 1
     error: Text | None = None
+    cmd_id: Ident | None = None  # 1.1: the command this update runs for
 
     @model_validator(mode="after")
     def _progress(self) -> OtaStatus:
@@ -303,6 +323,10 @@ class UpdateAvailable(_Command):
     manifest: ArtifactRef  # the signed release manifest (its bytes are what the signature covers)
     artifact: ArtifactRef  # the full model file
     delta: DeltaRef | None = None  # smaller download when the device runs delta.from_version
+    # 1.1: the release's health-check companions (converter report, golden inputs/outputs), fetched
+    # with the artifact so the device can check the trial model; hints like the others.
+    report: ArtifactRef | None = None  # report.json
+    golden: ArtifactRef | None = None  # golden.npz
 
 
 class Rollback(_Command):

@@ -44,7 +44,7 @@ PERCENT_DIGITS: Final = 1
 PERCENT_SCALE: Final = 10  # battery_pct: x * 10
 
 # Hard limit on either side of the wire. Every message's fields are bounded so that no valid message
-# comes near it (the largest, an UpdateAvailable with three 512-char URLs, is ~2 KB as JSON).
+# comes near it (the largest, an UpdateAvailable with five 512-char URLs, is ~3.3 KB as JSON).
 MAX_PAYLOAD_BYTES: Final = 4096
 MAX_NESTING: Final = 8  # our deepest message nests 3 levels; anything deeper is hostile
 METRICS_TYPE_CODE: Final = 1  # element [1] of the positional CBOR array
@@ -79,9 +79,12 @@ OTA_STATES: Final[tuple[str, ...]] = (
     "reverting",
     "reverted",
     "failed",
+    "deferred",  # minor revision 1.1: download postponed by the device's energy policy
 )
 FALLBACK_REASONS: Final[tuple[str, ...]] = (
-    "latency", "error", "battery", "memory", "health_check", "policy", "recovered", "manual"
+    "latency", "error", "battery", "memory", "health_check", "policy", "recovered", "manual",
+    # minor revision 1.1: what device_agent.fallback.SwitchReason really distinguishes
+    "false_positives", "load_failed", "invoke_failed",
 )
 FALLBACK_STEPS: Final[tuple[str, ...]] = ("primary", "previous", "smaller_variant", "rule")
 SLOTS: Final[tuple[str, ...]] = ("a", "b")

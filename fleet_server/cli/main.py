@@ -1,14 +1,18 @@
 """The `tinyfleet` console entry point.
 
-Sub-command groups import their heavy dependencies (TensorFlow, FastAPI, ...) inside the command
-functions, so `tinyfleet agent` on a Pi never pays for what only the server uses.
+Sub-command modules import only typer and rich at module level; TensorFlow (converters), FastAPI
+(server) and the agent's runtimes are imported inside the command functions, so `tinyfleet agent`
+on a Pi never pays for what only the server uses.
 """
 
 from __future__ import annotations
 
 import typer
 
+from fleet_server.cli.agent_commands import agent_command
 from fleet_server.cli.model_commands import model_app
+from fleet_server.cli.reference_commands import reference_command
+from fleet_server.cli.simulate_commands import simulate_command
 
 app = typer.Typer(
     name="tinyfleet",
@@ -16,7 +20,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+model_app.command("reference", help="Train, convert and validate the reference fallback chains.")(
+    reference_command
+)
 app.add_typer(model_app, name="model")
+app.command("agent", help="Run the device agent (one device) from a device.toml.")(agent_command)
+app.command("simulate", help="Run N simulated devices as real agents over real MQTT.")(simulate_command)
 
 
 @app.command()

@@ -54,7 +54,9 @@ def _engine(settings: Any) -> Any:
         settings.ensure_dirs()
     try:
         return make_engine(settings.database_url)
-    except Exception as exc:  # bad URL, unknown driver: the message names it, never the password
+    except ValueError as exc:  # our own checks (e.g. the driver); their messages never hold the URL
+        raise _fail(f"cannot use database {_safe_url(settings.database_url)}: {exc}", 2) from None
+    except Exception as exc:  # SQLAlchemy's URL errors quote the URL, password included: type only
         raise _fail(
             f"cannot use database {_safe_url(settings.database_url)}: {type(exc).__name__}", 2
         ) from None

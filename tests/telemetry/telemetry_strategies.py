@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from telemetry.schemas import (
+    FALLBACK_REASONS,
     OTA_STATES,
     U16_MAX,
     U32_MAX,
@@ -120,6 +121,10 @@ statuses = st.builds(
     charging=st.booleans(),
     rss_kb=st.none() | u32,
     reply_to=st.none() | idents,
+    online=st.booleans(),
+    buffer_pending=st.none() | u32,
+    buffer_dropped=st.none() | u32,
+    cmd_rejected=st.none() | u32,
 )
 
 
@@ -132,7 +137,7 @@ def fallback_switches(draw: Any) -> FallbackSwitched:
         ts=draw(u32),
         from_level=a,
         to_level=b,
-        reason=draw(st.sampled_from(["latency", "error", "battery", "health_check", "recovered", "manual"])),
+        reason=draw(st.sampled_from(FALLBACK_REASONS)),
         detail=draw(st.none() | texts),
         model=draw(st.none() | model_refs),
     )
@@ -146,6 +151,7 @@ ota_changes = st.builds(
     from_state=ota_states,
     to_state=ota_states,
     reason=st.none() | texts,
+    cmd_id=st.none() | idents,
 )
 error_events = st.builds(
     ErrorEvent, device_id=device_ids, ts=u32, component=names, code=names, message=texts, fatal=st.booleans()
@@ -167,6 +173,7 @@ def ota_statuses(draw: Any) -> OtaStatus:
         bytes_total=total,
         attempt=draw(st.integers(1, 255)),
         error=draw(st.none() | texts),
+        cmd_id=draw(st.none() | idents),
     )
 
 
@@ -186,6 +193,8 @@ updates = st.builds(
     manifest=artifact_refs,
     artifact=artifact_refs,
     delta=st.none() | delta_refs,
+    report=st.none() | artifact_refs,
+    golden=st.none() | artifact_refs,
 )
 rollbacks = st.builds(
     Rollback,

@@ -132,7 +132,7 @@ class SimFleet:
             n = int(self.inferences_per_window)
             pos = int(self.rng.binomial(n, b.positive_rate))
             fp = min(pos, int(self.rng.binomial(n, b.fp_rate)))
-            values = self.rng.normal(b.input_shift, 1.0, 200)
+            values = self.rng.normal(b.input_shift, 1.0, min(200, n))
             level = 1 if self.rng.random() < b.fallback_prob else 0
             self.battery[d] = max(1.0, self.battery[d] - b.drain_pct_per_h * WINDOW_S / 3600)
             shadow = None

@@ -149,8 +149,11 @@ def test_operator_pause_resume_abort_rollback_and_bad_transitions() -> None:
 def test_restart_mid_stage_continues_with_the_same_decision() -> None:
     sim = SimFleet(seed=9)
     run = Run(sim, sim.spec())
-    while run.state.stage_index < 1:  # somewhere in the 10 % stage
+    for _ in range(40):  # somewhere in the 10 % stage
+        if run.state.stage_index >= 1:
+            break
         run.step()
+    assert run.state.stage_index == 1
     run.step()
     stored = run.state.model_dump_json()
     totals, now = run.totals(), run.now
@@ -197,8 +200,11 @@ def test_scheduling_rate_limit_and_battery_deferral() -> None:
     sim = SimFleet(seed=12, n=400, low_battery=low)
     spec = sim.spec(schedule=SchedulePlan(devices_per_minute=2, burst=30, min_battery_pct=20))
     run = Run(sim, spec)
-    while run.state.stage_index < 2:  # into the 50 % stage
+    for _ in range(40):  # into the 50 % stage
+        if run.state.stage_index >= 2:
+            break
         run.step()
+    assert run.state.stage_index == 2, run.decisions[-1].reason
     updates = [c for c in run.commands if c.kind == "update"]
     assert all(len(c.device_ids) <= 30 for c in updates)
     sent = [d for c in updates for d in c.device_ids]
