@@ -112,6 +112,7 @@ def bench_task(task: str, work: Path, log: Any) -> dict[str, Any]:
         "convert_validate_seconds": round(wall - m.train_seconds, 3),
         "convert_model_seconds": m.convert_seconds,
         "order": [e.name for e in chain.entries],
+        "streams": {e.name: {k: v.model_dump() for k, v in e.streams.items()} for e in chain.entries},
         "rows": rows,
     }
 
@@ -181,6 +182,22 @@ def render(results: list[dict[str, Any]]) -> None:
             f"{res['chain_wall_seconds']:.1f}",
         )
     console.print(chains)
+    streams = Table(title="KWS continuous stream (full_int8 on LiteRT): false activations / hour and FRR")
+    for h in ("model", "stream", "noise dBFS", "keywords", "false act./h", "FRR"):
+        streams.add_column(h, justify="left" if h in ("model", "stream") else "right")
+    for res in results:
+        for model, per_stream in res["streams"].items():
+            for label, m in per_stream.items():
+                streams.add_row(
+                    model,
+                    label,
+                    f"{m['noise_dbfs']:.0f}",
+                    str(m["keyword_events"]),
+                    f"{m['false_activations_per_hour']:.0f}",
+                    f"{100 * m['false_rejection_rate']:.1f} %",
+                )
+    if streams.row_count:
+        console.print(streams)
 
 
 def main(argv: list[str] | None = None) -> int:

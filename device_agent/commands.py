@@ -2,7 +2,9 @@
 
 Every payload that arrives on ``tinyfleet/v1/{device_id}/cmd`` goes through :meth:`CommandIntake.handle`,
 which never raises: a bad command becomes one log line and one named counter, never a dead agent.
-The OTA client and the model manager register their handlers by command type (``"cmd.update"``,
+Handlers receive ``telemetry.device_codec`` command records (same names and fields as the pydantic
+``telemetry.schemas`` commands; pydantic is never imported on this path). The OTA client and the model
+manager register their handlers by command type (``"cmd.update"``,
 ``"cmd.rollback"``, ``"cmd.shadow"``, ``"cmd.fallback_policy"``, ``"cmd.ping"``).
 
 Idempotence: MQTT QoS 1 is at-least-once, so a ``cmd_id`` seen before is ignored. The recent ids are
@@ -22,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from telemetry.codec import decode
+from telemetry.device_codec import decode_command
 from telemetry.errors import (
     DeviceMismatch,
     MalformedPayload,
@@ -33,12 +35,12 @@ from telemetry.errors import (
     UnsupportedVersion,
     WrongChannel,
 )
-from telemetry.schemas import CHANNEL_OF_TYPE
 from telemetry.topics import validate_device_id
+from telemetry.wire import COMMAND_TYPES as _WIRE_COMMAND_TYPES
 
 log = logging.getLogger(__name__)
 
-COMMAND_TYPES: Final[tuple[str, ...]] = tuple(t for t, ch in CHANNEL_OF_TYPE.items() if ch == "cmd")
+COMMAND_TYPES: Final[tuple[str, ...]] = _WIRE_COMMAND_TYPES
 DEFAULT_SEEN_CAPACITY: Final = 1024
 
 Outcome = Literal[
@@ -126,7 +128,9 @@ class CommandIntake:
         with self._lock:
             self.counters.received += 1
             try:
-                command = decode(payload, expected_device_id=self.device_id, expected_channel="cmd")
+                # The device codec (no pydantic): same verdicts as telemetry.codec.decode(...,
+                # expected_channel="cmd"), commands as telemetry.device_codec records.
+                command = decode_command(payload, device_id=self.device_id)
             except TelemetryDecodeError as exc:
                 outcome = next((o for cls, o in _ERROR_OUTCOMES if isinstance(exc, cls)), "malformed")
                 self._count(outcome)

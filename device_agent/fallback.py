@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from telemetry.schemas import FallbackSwitched, ModelRef
+    from telemetry.device_codec import FallbackSwitched, ModelRef
 
 
 class SwitchReason(StrEnum):
@@ -47,18 +47,9 @@ class SwitchReason(StrEnum):
     MANUAL = "manual"
 
 
-# telemetry.schemas.FallbackReason has no false-positive reason: it travels as "policy" + detail.
-TELEMETRY_REASON: dict[SwitchReason, str] = {
-    SwitchReason.LOAD_FAILED: "error",
-    SwitchReason.MEMORY: "memory",
-    SwitchReason.INVOKE_FAILED: "error",
-    SwitchReason.LATENCY: "latency",
-    SwitchReason.BATTERY: "battery",
-    SwitchReason.FALSE_POSITIVES: "policy",
-    SwitchReason.HEALTH_CHECK: "health_check",
-    SwitchReason.RECOVERED: "recovered",
-    SwitchReason.MANUAL: "manual",
-}
+# Telemetry schema 1.1 carries every switch reason as itself (telemetry.wire.FALLBACK_REASONS); a test
+# checks each SwitchReason is a wire reason.
+TELEMETRY_REASON: dict[SwitchReason, str] = {r: r.value for r in SwitchReason}
 _BACKOFF_REASONS = frozenset({SwitchReason.LATENCY, SwitchReason.FALSE_POSITIVES, SwitchReason.INVOKE_FAILED})
 
 
@@ -105,15 +96,20 @@ class FallbackEvent:
         return self.to_level > self.from_level
 
     def to_telemetry(self, device_id: str, ts: int, model: ModelRef | None = None) -> FallbackSwitched:
-        from telemetry.schemas import FallbackSwitched
+        """The switch as a ``telemetry.device_codec.FallbackSwitched`` record (pydantic-free; a pydantic
+        ``telemetry.schemas.ModelRef`` is accepted for ``model`` too)."""
+        from telemetry.device_codec import FallbackSwitched
+        from telemetry.device_codec import ModelRef as ModelRecord
 
+        if model is not None and not isinstance(model, ModelRecord):
+            model = ModelRecord(name=model.name, version=model.version, variant=model.variant)
         return FallbackSwitched(
             device_id=device_id,
             ts=ts,
             from_level=self.from_level,
             to_level=self.to_level,
-            reason=TELEMETRY_REASON[self.reason],  # type: ignore[arg-type]
-            detail=f"{self.reason.value}: {self.detail}"[:256],
+            reason=TELEMETRY_REASON[self.reason],
+            detail=self.detail[:256] or None,
             model=model,
         )
 

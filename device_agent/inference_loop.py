@@ -6,15 +6,24 @@ Energy: the interpreter's measured host time goes to ``Board.record_energy`` (th
 the profile's ``host_slowdown``); latency in telemetry is that on-device equivalent.
 
 Windows close every ``window_s`` seconds of board time and go to ``sink`` (the MQTT publisher in the
-agent, a list in tests). At each close the fallback policy sees the window and may switch models;
-switches go to ``event_sink`` as ``telemetry.schemas.FallbackSwitched``.
+agent, a list in tests) as ``telemetry.device_codec.MetricsWindow`` records. At each close the fallback
+policy sees the window and may switch models; switches go to ``event_sink`` as
+``telemetry.device_codec.FallbackSwitched`` records. Nothing here imports pydantic.
+
+Hot path (:meth:`InferenceLoop.process`): per sample only what decides the sample — a finiteness check
+of the counted input feature's slice, the invoke, the decision, the energy accounting — and appends to
+buffers (latency, active time, the input sample, the score row). The input feature summaries
+(``converters.baselines.feature_summary``, its exact arithmetic, batched), both histograms and the
+latency reservoir are computed from those buffers when a window closes or a buffer fills
+(:meth:`InferenceLoop._flush`); the window is identical to one fed sample by sample.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,10 +37,19 @@ from device_agent.shadow import ShadowOutcome, ShadowRunner
 from firmware_stubs.board import Board
 from firmware_stubs.sensor_streams import SensorSample
 from telemetry.aggregation import DEFAULT_SCORE_EDGES, WindowAggregator
-from telemetry.schemas import MAX_HIST_BINS, FallbackSwitched, MetricsWindow, ModelRef
+from telemetry.device_codec import FallbackSwitched, MetricsWindow, ModelRef
+from telemetry.wire import MAX_HIST_BINS
+
+if TYPE_CHECKING:
+    from telemetry import schemas
 
 WindowSink = Callable[[MetricsWindow], None]
 EventSink = Callable[[FallbackSwitched], None]
+
+# Input samples buffered before their summaries are computed in one batch: at most this many, and at
+# most _BUFFER_BYTES of them (a 96x96 image input must not cost megabytes of RSS).
+_BUFFER_ROWS = 256
+_BUFFER_BYTES = 256 * 1024
 
 
 @dataclass
@@ -59,9 +77,28 @@ class StepResult:
     shadow: ShadowOutcome | None = None  # the candidate's run on this sample, when it was in the share
 
 
-def model_ref(model: LoadedModel) -> ModelRef:
+def model_record(model: LoadedModel) -> ModelRef:
+    """The model reference as the pydantic-free telemetry record (what the loop's messages carry)."""
     a = model.artifact
-    return ModelRef(name=a.name[:24], version=a.version, variant=a.variant)  # type: ignore[arg-type]
+    return ModelRef(name=a.name[:24], version=a.version, variant=a.variant)
+
+
+def model_ref(model: LoadedModel) -> schemas.ModelRef:
+    """The pydantic ``telemetry.schemas.ModelRef`` (kept for callers building pydantic messages; imports
+    pydantic — the device path uses :func:`model_record`)."""
+    from telemetry.schemas import ModelRef as PydanticModelRef
+
+    a = model.artifact
+    return PydanticModelRef(name=a.name[:24], version=a.version, variant=a.variant)  # type: ignore[arg-type]
+
+
+def bin_counts(values: np.ndarray, edges: Sequence[float]) -> list[int]:
+    """Per-bin counts of finite ``values`` with ``telemetry.aggregation.bin_index``'s rule (bins
+    ``[e_i, e_i+1)``, last bin closed, out-of-range values in the outer bins), vectorised."""
+    e = np.asarray(edges, dtype=np.float64)
+    nb = e.size - 1
+    idx = np.searchsorted(e, np.asarray(values, dtype=np.float64), side="right") - 1
+    return np.bincount(np.clip(idx, 0, nb - 1), minlength=nb).tolist()
 
 
 def choose_input_feature(report: ConversionReport) -> int:
@@ -103,6 +140,31 @@ class InferenceLoop:
         self._window_start_mono = 0.0
         self._last_positive_t: float | None = None
         self._last_battery: tuple[float, float] | None = None  # (monotonic s, pct) at the last close
+        # Hot-path buffers, emptied into the aggregator by _flush (see module doc).
+        self._lat: list[int] = []  # per recorded sample, in order: on-device latency (0: not inferred)
+        self._act: list[float] = []  # active seconds, same order
+        self._pos = 0
+        self._nonfinite = 0
+        self._xbuf: np.ndarray | None = None  # input samples with a finite summary, float64
+        self._nx = 0
+        self._sbuf: np.ndarray | None = None  # score rows of successful inferences
+        self._ns = 0
+        self._input_shape: tuple[int, ...] = ()
+        self._group: tuple[slice, ...] = ()
+        self._xrows = 0
+
+    @property
+    def rule(self) -> TaskRule:
+        return self._rule
+
+    @rule.setter
+    def rule(self, rule: TaskRule) -> None:
+        # The decision's inputs, resolved once (TaskRule.positive_score's arithmetic, without its list
+        # -> array conversion per call).
+        self._rule = rule
+        ids = rule.positive_class_ids
+        self._pos_ids = np.asarray(ids, dtype=np.intp) if ids else None
+        self._threshold = rule.score_threshold
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -125,19 +187,29 @@ class InferenceLoop:
         return model
 
     def _aggregator_for(self, model: LoadedModel, first_seq: int) -> WindowAggregator:
+        self._flush()  # buffered samples go with the spec and edges they were taken under
         base = model.artifact.report.baselines
         k = self.config.input_feature
         if k is None or k >= len(base.features):
             k = choose_input_feature(model.artifact.report)
         self._feature = k
-        self._feature_spec = base.feature_spec
-        self._score_ids = base.output_score_spec.class_ids
+        spec = self._feature_spec = base.feature_spec
+        self._score_ids = np.asarray(base.output_score_spec.class_ids, dtype=np.intp)
+        # The hot path only needs to know whether feature k's summary is finite: it is iff every value of
+        # the input slice it averages is (float64 sums of <= 32-bit values cannot overflow).
+        self._input_shape = tuple(spec.input_shape)
+        lo, hi = spec.group_bounds[k], spec.group_bounds[k + 1]
+        self._group = (slice(None),) * spec.axis + (slice(lo, hi),)
+        row_bytes = 8 * max(1, math.prod(self._input_shape))
+        rows = max(1, min(_BUFFER_ROWS, _BUFFER_BYTES // row_bytes))
+        self._xbuf = np.empty((rows, *self._input_shape), dtype=np.float64)
+        self._xrows = rows
         out_edges = base.output_score.edges if len(base.output_score.edges) <= MAX_HIST_BINS + 1 else None
         in_edges = base.features[k].edges
         self._edges_key = (tuple(in_edges), tuple(out_edges or ()), k)
         return WindowAggregator(
             self.device_id,
-            model_ref(model),
+            model_record(model),
             input_edges=in_edges,
             output_edges=out_edges or DEFAULT_SCORE_EDGES,
             input_feature=k,
@@ -152,6 +224,7 @@ class InferenceLoop:
         if generation == self._generation and not force:
             return model
         self._generation = generation
+        self._flush()  # buffered samples belong to the previous model's binning and feature spec
         if model.level is not None and model.level != self.policy.level:
             self.policy.follow(model.level)
         level = model.level if model.level is not None else 0
@@ -165,7 +238,7 @@ class InferenceLoop:
                 self._close_window()
                 self._agg = fresh
                 self._agg.open(self.board.clock.now())
-        self._agg.set_model(model_ref(model), min(level, 15))
+        self._agg.set_model(model_record(model), min(level, 15))
         return model
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -192,50 +265,119 @@ class InferenceLoop:
         return result
 
     def process(self, sample: SensorSample) -> StepResult:
-        """Infer one sample and account it (everything of a step except feedback, windows and sleep)."""
-        self.stats.steps += 1
+        """Infer one sample and account it (everything of a step except feedback, windows and sleep).
+
+        The hot path: no per-sample histogramming, summaries or allocation beyond the runtime's own.
+        """
+        stats = self.stats
+        stats.steps += 1
         model = self._sync_model()
-        agg = self._agg
-        assert agg is not None
         x = sample.window if self.preprocess is None else self.preprocess(sample.window)
-        summary = float(feature_summary(x, self._feature_spec)[self._feature])
-        if not math.isfinite(summary):  # a sensor fault: nothing sensible to infer on
-            self.stats.nonfinite_inputs += 1
-            agg.record_inference(0, False, input_value=summary, active_s=0.0)
+        if type(x) is not np.ndarray or x.shape != self._input_shape:
+            x = self._checked_input(x)
+        if x.dtype.itemsize > 4 and x.dtype.kind == "f":  # float64: summary itself (overflow-exact)
+            finite = math.isfinite(float(feature_summary(x, self._feature_spec)[self._feature]))
+        else:
+            finite = math.isfinite(x[self._group].sum(dtype=np.float64))
+        lat, act = self._lat, self._act
+        if not finite:  # a sensor fault: nothing sensible to infer on
+            stats.nonfinite_inputs += 1
+            self._nonfinite += 1
+            lat.append(0)
+            act.append(0.0)
+            if len(lat) >= _BUFFER_ROWS or self._nx == self._xrows:
+                self._flush()
             return StepResult(sample.index, False, None, None, None)
-        inference = self._infer(x, sample.index)
+        inference = self._infer(x, sample.index)  # may switch models (and so flush the buffers)
         if inference is None:
-            agg.record_inference(0, False, input_value=summary, active_s=0.0)
+            self._buffer_input(x)
+            lat.append(0)
+            act.append(0.0)
+            if len(lat) >= _BUFFER_ROWS or self._nx == self._xrows:
+                self._flush()
             return StepResult(sample.index, False, None, None, None)
         if inference.model is not model:
             self._sync_model()
         scores = inference.scores
-        score = self.rule.positive_score(scores)
-        positive = score >= self.rule.score_threshold
-        if (
-            positive
-            and self.rule.suppression_s is not None
-            and self._last_positive_t is not None
-            and sample.t_s - self._last_positive_t < self.rule.suppression_s
-        ):
-            positive = False
-            self.stats.suppressed_positives += 1
+        ids = self._pos_ids
+        score = float(scores.max() if ids is None else scores[ids].max())
+        positive = score >= self._threshold
         if positive:
-            self._last_positive_t = sample.t_s
-            self.board.report_detection(sample.index)
-            self.stats.positives += 1
+            rule = self.rule
+            last = self._last_positive_t
+            if rule.suppression_s is not None and last is not None and sample.t_s - last < rule.suppression_s:
+                positive = False
+                stats.suppressed_positives += 1
+            else:
+                self._last_positive_t = sample.t_s
+                self.board.report_detection(sample.index)
+                stats.positives += 1
+                self._pos += 1
         use = self.board.record_energy(active_seconds=inference.invoke_ns / 1e9)
-        out_score = float(scores[self._score_ids].max())
-        agg.record_inference(
-            round(use.device_active_s * 1e6),
-            positive,
-            output_score=out_score,
-            input_value=summary,
-            active_s=use.device_active_s,
-        )
-        self.stats.inferences += 1
+        active = use.device_active_s
+        sbuf = self._sbuf
+        if sbuf is None or sbuf.shape[1:] != scores.shape or sbuf.dtype != scores.dtype:
+            sbuf = self._score_buffer(scores)
+        sbuf[self._ns] = scores
+        self._ns += 1
+        self._buffer_input(x)
+        lat.append(round(active * 1e6))
+        act.append(active)
+        stats.inferences += 1
+        if len(lat) >= _BUFFER_ROWS or self._nx == self._xrows:
+            self._flush()
         outcome = self._run_shadow(sample.index, x, positive, inference.invoke_ns) if self.shadow else None
         return StepResult(sample.index, positive, score, inference.model.label, inference.generation, outcome)
+
+    def _buffer_input(self, x: np.ndarray) -> None:
+        """Keep the sample for its summary at flush time (with the lat/act append of the same sample)."""
+        xbuf = self._xbuf
+        assert xbuf is not None
+        if x.shape != xbuf.shape[1:]:  # a switch to a model of another input shape: not binnable
+            return
+        xbuf[self._nx] = x
+        self._nx += 1
+
+    def _checked_input(self, x: object) -> np.ndarray:
+        arr = np.asarray(x)
+        if arr.shape != self._input_shape:
+            raise ValueError(f"expected samples of shape {self._input_shape}, got array of shape {arr.shape}")
+        return arr
+
+    def _score_buffer(self, scores: np.ndarray) -> np.ndarray:
+        self._flush()  # rows of another shape (another model) are binned first
+        self._sbuf = np.empty((_BUFFER_ROWS, *scores.shape), dtype=scores.dtype)
+        return self._sbuf
+
+    def _flush(self) -> None:
+        """Summaries, histograms and latencies of the buffered samples into the aggregator, in one batch."""
+        lat = self._lat
+        if not lat:
+            return
+        agg = self._agg
+        assert agg is not None
+        in_counts = out_counts = None
+        nonfinite = self._nonfinite
+        if self._nx and agg.input_edges is not None:
+            assert self._xbuf is not None
+            values = feature_summary(self._xbuf[: self._nx], self._feature_spec)[:, self._feature]
+            finite = np.isfinite(values)
+            nonfinite += int(values.size - np.count_nonzero(finite))  # never, by the hot path's check
+            in_counts = bin_counts(values[finite], agg.input_edges)
+        if self._ns and agg.output_edges is not None:
+            assert self._sbuf is not None
+            out = self._sbuf[: self._ns][:, self._score_ids].max(axis=1).astype(np.float64)
+            out_counts = bin_counts(out[np.isfinite(out)], agg.output_edges)
+        agg.record_batch(
+            lat,
+            self._pos,
+            self._act,
+            input_counts=in_counts,
+            output_counts=out_counts,
+            nonfinite_inputs=nonfinite,
+        )
+        self._lat, self._act = [], []
+        self._pos = self._nonfinite = self._nx = self._ns = 0
 
     def _infer(self, x: np.ndarray, index: int) -> Inference | None:
         """Infer on the active model; on invoke failure let the policy step down and retry the same
@@ -289,6 +431,7 @@ class InferenceLoop:
         mono, now = clock.monotonic(), clock.now()
         if mono - self._window_start_mono <= 0:
             return None
+        self._flush()
         battery = self.board.battery()
         life_min = None
         if self._last_battery is not None and not battery.charging:
@@ -297,7 +440,7 @@ class InferenceLoop:
             if rate > 0:
                 life_min = min(int(battery.percent / rate / 60), 4_294_967_295)
         self._last_battery = (mono, battery.percent)
-        window = agg.close(
+        window = agg.close_record(
             now,
             battery_pct=battery.percent,
             battery_mv=min(round(battery.voltage * 1000), 65_535),
@@ -352,7 +495,7 @@ class InferenceLoop:
 
     def _emit(self, event: FallbackEvent, model: LoadedModel) -> None:
         self.stats.switches += 1
-        self.event_sink(event.to_telemetry(self.device_id, int(self.board.clock.now()), model_ref(model)))
+        self.event_sink(event.to_telemetry(self.device_id, int(self.board.clock.now()), model_record(model)))
 
     # -- shadow mode --------------------------------------------------------------------------------
 

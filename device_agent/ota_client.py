@@ -44,7 +44,14 @@ from ota.slot_errors import InstallStateError
 from ota.slot_state import other_slot
 from ota.slots import SlotStore
 from ota.trust import DeviceTrust
-from telemetry.schemas import OtaStateChanged, OtaStatus, Rollback, UpdateAvailable
+from telemetry.device_codec import (
+    OtaStateChanged,
+    OtaStatus,
+    Rollback,
+    UpdateAvailable,
+    as_dict,
+    record_from_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +96,17 @@ def utc_now() -> datetime:
 
 def _clip(text: str | None) -> str | None:
     return None if text is None else text[:_TEXT_MAX]
+
+
+def _command_dict(cmd: Any) -> dict[str, Any]:
+    """The command's wire form (JSON-able), from a device-codec record or a pydantic command."""
+    dump = getattr(cmd, "model_dump", None)
+    return dump(mode="json") if dump is not None else as_dict(cmd)
+
+
+def _wire_state(state: ClientState) -> str:
+    # Schema 1.1 has "deferred"; ota_state.WIRE_STATE (written for 1.0) still maps it to "idle".
+    return "deferred" if state == "deferred" else WIRE_STATE[state]
 
 
 def _manifest_of(manifest_b64: str) -> Manifest:
@@ -189,7 +207,7 @@ class OtaClient:
         common: dict[str, Any] = {
             "cmd_id": cmd.cmd_id,
             "release_id": cmd.release_id,
-            "command": cmd.model_dump(mode="json"),
+            "command": _command_dict(cmd),
             "target_version": cmd.target_version,
             "from_version": active.counter,
             "target_sha256": None,
@@ -221,7 +239,7 @@ class OtaClient:
             "rolling_back",
             cmd_id=cmd.cmd_id,
             release_id=cmd.release_id or cmd.cmd_id,
-            command=cmd.model_dump(mode="json"),
+            command=_command_dict(cmd),
             target_sha256=active.sha256,  # what is being rolled back
             target_version=cmd.to_version if cmd.to_version is not None else 0,
             from_version=active.counter,
@@ -266,7 +284,10 @@ class OtaClient:
 
     def _command(self) -> UpdateAvailable:
         assert self._record.command is not None
-        return UpdateAvailable.model_validate(self._record.command, strict=False)
+        cmd = record_from_dict(self._record.command)
+        if not isinstance(cmd, UpdateAvailable):
+            raise TypeError(f"the recorded command is a {cmd.type}, not an update")
+        return cmd
 
     def _check_energy(self) -> None:
         if self.energy is None or self.battery is None:
@@ -438,9 +459,10 @@ class OtaClient:
                 device_id=self.device_id,
                 ts=self._ts(),
                 release_id=rec.release_id or "none",
-                from_state=WIRE_STATE[old],
-                to_state=WIRE_STATE[rec.state],
-                reason=_clip(f"cmd {rec.cmd_id}: {reason}" if reason else f"cmd {rec.cmd_id}"),
+                from_state=_wire_state(old),
+                to_state=_wire_state(rec.state),
+                reason=_clip(reason),
+                cmd_id=rec.cmd_id,
             )
         )
         self._emit_status(rec)
@@ -461,12 +483,13 @@ class OtaClient:
                 release_id=(cmd.release_id if cmd else rec.release_id) or "none",
                 target_version=(cmd.target_version if cmd else rec.target_version),
                 from_version=rec.from_version,
-                state=WIRE_STATE[rec.state],
+                state=_wire_state(rec.state),
                 via_delta=rec.kind == "delta",
                 bytes_done=done,
                 bytes_total=total,
                 attempt=rec.attempt,
                 error=_clip(error),
+                cmd_id=cmd.cmd_id if cmd else rec.cmd_id,
             )
         )
 

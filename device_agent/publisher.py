@@ -1,8 +1,10 @@
 """Telemetry publisher: encode a device message and append it to the disk buffer (never straight to MQTT).
 
 The MQTT link replays the buffer in order and removes a record only after the broker's PUBACK, so
-``publish`` returning means "durably queued", whether the broker is up or not. Status heartbeats are
-the exception: they are state, not history, and go through :meth:`MqttLink.publish_status` (retained).
+``publish`` returning means "durably queued", whether the broker is up or not. Messages are
+``telemetry.device_codec`` records (encoded without pydantic); pydantic ``telemetry.schemas`` messages
+are still accepted. Status heartbeats are the exception: they are state, not history, and go through
+:meth:`MqttLink.publish_status` (retained).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from device_agent.disk_buffer import DiskBuffer, RecordTooLarge
-from telemetry.codec import Codec, encode
+from telemetry import device_codec
 from telemetry.errors import TelemetryEncodeError
-from telemetry.schemas import CHANNEL_OF_TYPE
 from telemetry.topics import topic, validate_device_id
+from telemetry.wire import CHANNEL_OF_TYPE, Codec
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,16 @@ class PublisherCounters:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+def encode_message(message: Any, codec: Codec) -> bytes:
+    """A ``telemetry.device_codec`` record (the agent's own messages) with the device codec; a pydantic
+    ``telemetry.schemas`` message (older callers) with ``telemetry.codec`` — the bytes are identical."""
+    if isinstance(message, device_codec.RECORD_BASE):
+        return device_codec.encode(message, codec)
+    from telemetry.codec import encode  # pydantic: only for callers that built a pydantic message
+
+    return encode(message, codec)
 
 
 class TelemetryPublisher:
@@ -70,8 +82,8 @@ class TelemetryPublisher:
                 f"message is from device {message.device_id!r}, this agent is {self.device_id!r}"
             )
         try:
-            payload = encode(message, self.codec)
-        except TelemetryEncodeError as exc:
+            payload = encode_message(message, self.codec)
+        except (TelemetryEncodeError, ValueError) as exc:  # ValueError: SchemaViolation of a record
             with self._lock:
                 self.counters.encode_errors += 1
             log.error("could not encode %s message: %s", msg_type, exc)

@@ -207,6 +207,74 @@ class WindowAggregator:
             else:
                 self._nonfinite += 1
 
+    def record_batch(
+        self,
+        latencies_us: Sequence[int],
+        positives: int,
+        active_s: Sequence[float],
+        *,
+        input_counts: Sequence[int] | None = None,
+        output_counts: Sequence[int] | None = None,
+        nonfinite_inputs: int = 0,
+    ) -> None:
+        """Many inferences at once, as :meth:`record_inference` per inference would count them.
+
+        For an agent that buffers its hot path and bins vectorised (one histogram pass per batch): the
+        window ends up identical to feeding the same inferences one by one (same reservoir, same
+        counts, same float sum of ``active_s``). ``input_counts``/``output_counts`` are per-bin counts
+        over this aggregator's edges
+        (see :func:`bin_index`); ``nonfinite_inputs`` counts inferences whose input summary was NaN/inf.
+        """
+        if self._start_s is None:
+            raise AggregationError("record_batch before open()")
+        lats = [int(x) for x in latencies_us]
+        n = len(lats)
+        if len(active_s) != n:
+            raise AggregationError(f"{len(active_s)} active times for {n} latencies")
+        if lats and min(lats) < 0:
+            raise AggregationError(f"latency must be >= 0 us, got {min(lats)}")
+        if not 0 <= positives <= n:
+            raise AggregationError(f"positives must be in 0..{n}, got {positives}")
+        for name, counts, hist in (
+            ("input", input_counts, self._input_hist),
+            ("output", output_counts, self._output_hist),
+        ):
+            if counts is None:
+                continue
+            if len(counts) != len(hist):
+                raise AggregationError(f"{name}_counts has {len(counts)} bins, the window has {len(hist)}")
+            if any(c < 0 for c in counts):
+                raise AggregationError(f"{name}_counts must be >= 0")
+        if nonfinite_inputs < 0 or (input_counts is not None and sum(input_counts) + nonfinite_inputs > n):
+            raise AggregationError("input counts exceed the batch's inferences")
+        if output_counts is not None and sum(output_counts) > n:
+            raise AggregationError("output counts exceed the batch's inferences")
+        lat_max = self._latency_max
+        for lat in lats:
+            self._inferences += 1
+            if lat > lat_max:
+                lat_max = lat
+            self._reservoir_add(self._latencies, self._inferences, lat)
+        self._latency_max = lat_max
+        self._positives += positives
+        for a in active_s:  # one by one, as record_inference adds them: the same float sum
+            self._active_s += max(0.0, float(a))
+        if input_counts is not None:
+            for i, c in enumerate(input_counts):
+                self._input_hist[i] += int(c)
+        if output_counts is not None:
+            for i, c in enumerate(output_counts):
+                self._output_hist[i] += int(c)
+        self._nonfinite += nonfinite_inputs
+
+    @property
+    def input_edges(self) -> tuple[float, ...] | None:
+        return self._input_edges
+
+    @property
+    def output_edges(self) -> tuple[float, ...] | None:
+        return self._output_edges
+
     def record_false_positive(self, n: int = 1) -> None:
         """Feedback: ``n`` positive decisions were wrong (counted in the window open when feedback comes)."""
         if n < 0:

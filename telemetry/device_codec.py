@@ -568,6 +568,8 @@ class Ping(_Command):
     type: Literal["cmd.ping"] = field(default="cmd.ping", init=False)
 
 
+RECORD_BASE: Final = _Message  # isinstance(x, RECORD_BASE): x is a device-codec message record
+
 DeviceMessage = MetricsWindow | Status | FallbackSwitched | OtaStateChanged | ErrorEvent | OtaStatus
 Command = UpdateAvailable | Rollback | SetShadowMode | SetFallbackPolicy | Ping
 Message = DeviceMessage | Command
@@ -683,6 +685,13 @@ def decode(
     return record
 
 
+def record_from_dict(obj: dict[str, Any]) -> Message:
+    """A message already parsed into a dict (e.g. a command an agent persisted with :func:`as_dict`)
+    -> its record; version, type and every field checked as :func:`decode` would."""
+    type_ = check_version_and_type(obj)
+    return _from_mapping(RECORD_CLASSES[type_], obj)  # type: ignore[no-any-return]
+
+
 def decode_command(payload: bytes, *, device_id: str) -> Command:
     """A payload from this device's ``cmd`` topic -> command record.
 
@@ -697,6 +706,7 @@ def decode_command(payload: bytes, *, device_id: str) -> Command:
 
 
 __all__ = [
+    "RECORD_BASE",
     "RECORD_CLASSES",
     "ArtifactRef",
     "Command",
@@ -720,4 +730,5 @@ __all__ = [
     "decode",
     "decode_command",
     "encode",
+    "record_from_dict",
 ]

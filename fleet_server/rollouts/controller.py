@@ -54,7 +54,9 @@ class Groups:
 
 
 def start_rollout(spec: RolloutSpec, now: float) -> Outcome:
-    state = RolloutState(spec=spec, stage_started_at=now, schedule_updated_at=now)
+    # The bucket starts with one minute's worth (at most the burst) so the canary goes out at once.
+    tokens = float(min(spec.schedule.burst, spec.schedule.devices_per_minute))
+    state = RolloutState(spec=spec, stage_started_at=now, schedule_updated_at=now, schedule_tokens=tokens)
     record = _record(
         state, now, "start", CONTROLLER, "running", f"rollout of {spec.release.release_id} started"
     )
@@ -87,15 +89,22 @@ def decide(
     """One controller step. ``totals`` are per device since ``state.stage_started_at`` (see totals.py);
     ``baseline`` maps input feature index -> the converter's baseline histogram counts."""
     totals.check(fleet.size)
-    s = state.model_copy(deep=True)
+    s = _copy(state)
     if s.status in TERMINAL_STATUSES:
         return Outcome(state=s)
     out = Outcome(state=s)
     g = groups(s, fleet)
     stage = s.stage
     if s.status != "completed":
+        soaked = now - s.stage_started_at >= stage.min_soak_s
         ctx = GateContext(
-            fleet, totals, g.commanded, g.control, shadow=stage.kind == "shadow", baseline=baseline
+            fleet,
+            totals,
+            g.commanded,
+            g.control,
+            shadow=stage.kind == "shadow",
+            baseline=baseline,
+            final_look=soaked,
         )
         results = evaluate_gates(ctx, stage.gates)
         s.last_gate_results = results
@@ -115,7 +124,6 @@ def decide(
             )
             return out
         holding = [f"{r.name}:{r.verdict}" for r in results if r.verdict not in ("pass", "soft_fail")]
-        soaked = now - s.stage_started_at >= stage.min_soak_s
         reporting = counts["reporting"]
         if not soaked:
             holding.append("soak")
@@ -153,7 +161,7 @@ def operator_action(
     with ``resume``: soft gate failures no longer pause the current stage (hard failures still roll back)."""
     if not actor:
         raise RolloutError("an operator action needs an actor")
-    s = state.model_copy(deep=True)
+    s = _copy(state)
     out = Outcome(state=s)
     why = reason or f"{action} by {actor}"
     gates = s.last_gate_results
@@ -185,6 +193,20 @@ def operator_action(
 
 
 # ----------------------------------------------------------------------------- steps
+
+
+def _copy(state: RolloutState) -> RolloutState:
+    """A copy the step may change without touching the caller's state: the lists it appends to are
+    copied, the spec (never changed here) is shared. A pydantic deep copy of 50,000 exposed ids costs
+    as much as the whole decision."""
+    return state.model_copy(
+        update={
+            "exposed": list(state.exposed),
+            "shadowed": list(state.shadowed),
+            "reverted": list(state.reverted),
+            "last_gate_results": list(state.last_gate_results),
+        }
+    )
 
 
 def _record(

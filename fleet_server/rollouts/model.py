@@ -74,7 +74,10 @@ class FalsePositiveGateConfig(_Model):
     """One-sided two-proportion z-test of the cohort's FP rate against the control's."""
 
     enabled: bool = True
-    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)  # the test once the required sample size is reached
+    # Interim looks (every decision before the required sample size) stop early only below this
+    # p-value (Haybittle-Peto boundary): repeated peeking at alpha would roll back good releases.
+    early_stop_alpha: float = Field(default=0.001, gt=0, lt=0.5)
     power: float = Field(default=0.80, gt=0.5, lt=1)
     # delta (minimum detectable increase) = max(min_detectable_abs, min_detectable_rel * control rate)
     min_detectable_abs: float = Field(default=0.002, gt=0, lt=1)
@@ -82,6 +85,8 @@ class FalsePositiveGateConfig(_Model):
     # "inferences": false wakes per inference (Bernoulli per inference); "positives": FP share of positives
     per: Literal["inferences", "positives"] = "inferences"
     min_trials: int = Field(default=200, ge=1)  # below this in either group nothing is concluded
+    # A significant increase smaller than delta: pause (True) or pass with a note (False, the default).
+    soft_fail_below_delta: bool = False
 
 
 class RelativeGateConfig(_Model):

@@ -21,7 +21,8 @@ from device_agent.ota_state import FILE_NAME, load_record
 from ota import keys
 from ota.canonical import encode_signed, parse_document
 from ota.release import ReleaseSigner
-from telemetry.schemas import OtaStateChanged, OtaStatus, Rollback
+from telemetry.device_codec import OtaStateChanged, OtaStatus
+from telemetry.schemas import Rollback
 
 HERE = Path(__file__).parent
 
@@ -116,7 +117,8 @@ def test_full_update_walks_every_state_and_commits(flash: Path, kit, server) -> 
     assert record.state == "committed", record
     _assert_on(flash, _v(kit, "v2"))
     assert reports.path() == ["downloading", "verifying", "installing", "trial", "trial", "committed"]
-    assert all(m.reason and m.reason.startswith("cmd cmd-1") for m in reports.changes)
+    assert all(m.cmd_id == "cmd-1" for m in reports.changes)
+    assert all(s.cmd_id == "cmd-1" for s in reports.statuses)
     assert [m.from_state for m in reports.changes][1:] == reports.path()[:-1]
     final = reports.statuses[-1]
     assert (final.state, final.bytes_done, final.bytes_total) == (
@@ -236,6 +238,7 @@ def test_download_deferred_on_low_battery_and_resumed_when_charging(flash: Path,
     assert record.state == "deferred"
     assert "battery 12.0 % < 20.0 %" in record.reason
     assert reports.statuses[-1].error and "deferred" in reports.statuses[-1].error
+    assert reports.statuses[-1].state == "deferred" and reports.changes[-1].to_state == "deferred"
     assert server.requests() == []  # not one byte spent on the radio
     n_reports = len(reports)
     assert client.poll().state == "deferred" and len(reports) == n_reports  # no repeated report

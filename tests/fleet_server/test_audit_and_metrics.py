@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,3 +133,14 @@ def test_metrics_count_requests_and_latency_per_route_template(
         if s.name.endswith("_count") and s.labels["route"] == "/api/v1/devices/{device_id}"
     ]
     assert n == [3]
+
+
+def test_healthz_is_503_json_when_the_database_is_gone(tmp_path: Path) -> None:
+    from fleet_server.api import create_app
+    from fleet_server.settings import Settings
+
+    url = "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2"
+    app = create_app(Settings(data_dir=tmp_path, database_url=url, migrate_on_start=False))
+    with TestClient(app) as client:
+        r = client.get("/healthz")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable"

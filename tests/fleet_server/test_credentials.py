@@ -13,7 +13,7 @@ from fleet_server.auth import hash_device_secret, new_secret, verify_device_secr
 from fleet_server.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
-from mosquitto_broker import MosquittoBroker, mosquitto_available  # noqa: E402
+from mosquitto_broker import MosquittoBroker, mosquitto_available
 
 needs_mosquitto = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed")
 

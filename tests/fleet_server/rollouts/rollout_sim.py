@@ -137,7 +137,7 @@ class SimFleet:
             self.battery[d] = max(1.0, self.battery[d] - b.drain_pct_per_h * WINDOW_S / 3600)
             shadow = None
             if d in shadowed and not cand:
-                s = n // 4
+                s = n // 2
                 c = self.candidate
                 shadow = {
                     "candidate_version": CAND,

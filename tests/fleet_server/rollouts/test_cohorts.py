@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import subprocess
 import sys
 
@@ -12,14 +13,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from fleet_server.rollouts import DeviceInfo, FleetView, RolloutError, TargetFilter, default_stages, hash_point
+from fleet_server.rollouts import (
+    DeviceInfo,
+    FleetView,
+    RolloutError,
+    TargetFilter,
+    default_stages,
+    hash_point,
+)
 from fleet_server.rollouts.cohorts import cohort_mask, control_mask
 from fleet_server.rollouts.model import ControlPlan, StagePlan
 
 
 def _devices(n: int, start: int = 0) -> list[DeviceInfo]:
-    return [DeviceInfo(device_id=f"d{i}", hardware_class="esp32-s3" if i % 3 else "cortex-m4f",
-                       tags=["lab"] if i % 5 == 0 else []) for i in range(start, start + n)]
+    return [
+        DeviceInfo(
+            device_id=f"d{i}",
+            hardware_class="esp32-s3" if i % 3 else "cortex-m4f",
+            tags=["lab"] if i % 5 == 0 else [],
+        )
+        for i in range(start, start + n)
+    ]
 
 
 def test_hash_point_is_blake2b_of_rollout_and_device_and_stable_across_processes() -> None:
@@ -28,8 +42,13 @@ def test_hash_point_is_blake2b_of_rollout_and_device_and_stable_across_processes
     assert hash_point("ro-9", "dev-1") == int.from_bytes(digest, "big") / 2**64
     # Another interpreter with another hash seed gives the same point (no reliance on hash()).
     code = "from fleet_server.rollouts import hash_point; print(repr(hash_point('ro-9', 'dev-1')))"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": "123"})
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123"},
+    )
     assert float(other.stdout) == hash_point("ro-9", "dev-1")
     assert hash_point("ro-9", "dev-1") != hash_point("ro-10", "dev-1")
 
@@ -49,7 +68,7 @@ def test_stages_are_cumulative_and_respect_minimums() -> None:
     sizes = [int(m.sum()) for m in masks]
     assert sizes[0] >= 5
     assert sizes[-1] == 2000 - int(control.sum())
-    for earlier, later in zip(masks, masks[1:], strict=False):
+    for earlier, later in itertools.pairwise(masks):
         assert not np.any(earlier & ~later)  # a device in stage k is in every later cohort
     assert not np.any(masks[-1] & control)
     assert 0.03 < control.mean() < 0.07
@@ -91,7 +110,9 @@ def test_cohort_independent_of_row_order_and_stable_when_fleet_grows(order: list
     grown = FleetView.build("ro-p", TargetFilter(), devs + _devices(extra, start=1000))
     cg = control_mask(grown, plan)
     assert ids(a, ca) <= ids(grown, cg)  # fraction-based control: nobody leaves it when devices register
-    if cohort_mask(a, stage, ca).sum() > 5:  # fraction-based cohort (not the minimum): a superset after growth
+    if (
+        cohort_mask(a, stage, ca).sum() > 5
+    ):  # fraction-based cohort (not the minimum): a superset after growth
         assert ids(a, cohort_mask(a, stage, ca)) <= ids(grown, cohort_mask(grown, stage, cg))
 
 
@@ -100,6 +121,13 @@ def test_fleet_view_rejects_duplicates_and_misaligned_columns() -> None:
         FleetView.build("ro", TargetFilter(), _devices(3) + _devices(1))
     f = FleetView.build("ro", TargetFilter(), _devices(3))
     with pytest.raises(RolloutError, match="'charging' has 2 rows, expected 3"):
-        FleetView(f.device_ids, f.hardware_class, f.eligible, f.battery_pct, f.charging[:2], f.points,
-                  f.control_points)
+        FleetView(
+            f.device_ids,
+            f.hardware_class,
+            f.eligible,
+            f.battery_pct,
+            f.charging[:2],
+            f.points,
+            f.control_points,
+        )
     assert f.mask_of(["d1", "gone"]).tolist() == [False, True, False]

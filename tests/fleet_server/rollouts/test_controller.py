@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -27,8 +29,13 @@ def test_good_release_advances_through_every_stage() -> None:
     state = run.until({"completed", "rolled_back", "paused"})
     assert state.status == "completed"
     actions = [(d.action, d.stage_name) for d in run.decisions if d.action != "hold"]
-    assert actions == [("start", "canary"), ("advance", "canary"), ("advance", "10%"), ("advance", "50%"),
-                       ("complete", "100%")]
+    assert actions == [
+        ("start", "canary"),
+        ("advance", "canary"),
+        ("advance", "10%"),
+        ("advance", "50%"),
+        ("complete", "100%"),
+    ]
     # every advance was taken on evidence: all gates passed, FP test had enough samples
     for d in run.decisions:
         if d.action in ("advance", "complete"):
@@ -36,15 +43,17 @@ def test_good_release_advances_through_every_stage() -> None:
             assert set(verdicts.values()) == {"pass"}, verdicts
             fp = next(g for g in d.gate_results if g.name == "false_positive")
             assert fp.evidence["enough_evidence"]
-            assert d.counts["reporting"] >= next(s for s in state.spec.stages if s.name == d.stage_name)\
-                .min_reporting_devices
+            assert (
+                d.counts["reporting"]
+                >= next(s for s in state.spec.stages if s.name == d.stage_name).min_reporting_devices
+            )
     # completion releases the control group: everyone eligible ends up commanded exactly once
     run.step()
     assert sorted(run.state.exposed) == sorted(d.device_id for d in sim.devices)
     assert len(set(run.state.exposed)) == len(run.state.exposed)
     # the soak time was respected at every stage
     starts = [d.at for d in run.decisions if d.action in ("start", "advance")]
-    assert all(b - a >= 3600 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a >= 3600 for a, b in itertools.pairwise(starts))
 
 
 def test_worse_false_positive_rate_is_stopped_at_the_canary() -> None:
@@ -53,7 +62,9 @@ def test_worse_false_positive_rate_is_stopped_at_the_canary() -> None:
     state = run.until({"completed", "rolled_back", "paused"})
     assert state.status == "rolled_back"
     rollback = run.decisions[-1]
-    assert rollback.action == "rollback" and rollback.stage_name == "canary" and rollback.actor == "controller"
+    assert (
+        rollback.action == "rollback" and rollback.stage_name == "canary" and rollback.actor == "controller"
+    )
     fp = next(g for g in rollback.gate_results if g.name == "false_positive")
     assert fp.verdict == "hard_fail" and fp.values["cohort_rate"] > fp.values["control_rate"]
     canary = set(run.fleet.device_ids[groups(state, run.fleet).target].tolist())
@@ -70,7 +81,7 @@ def test_worse_false_positive_rate_is_stopped_at_the_canary() -> None:
     for _ in range(3):
         run.step()
     assert len(run.commands) == before and not any(sim.installed.values())
-    assert {w.model.version for w in run.windows[-len(sim.devices):]} == {PREV}
+    assert {w.model.version for w in run.windows[-len(sim.devices) :]} == {PREV}
 
 
 def test_install_failures_trigger_emergency_stop() -> None:
@@ -90,8 +101,9 @@ def test_soft_failure_pauses_and_operator_override_resumes() -> None:
     exposed = len(state.exposed)
     run.step()  # paused: no new commands, no advance
     assert run.state.status == "paused" and len(run.state.exposed) == exposed
-    out = operator_action(run.state, "resume", "alice", run.now, "drain within the product spec",
-                          override_soft_failures=True)
+    out = operator_action(
+        run.state, "resume", "alice", run.now, "drain within the product spec", override_soft_failures=True
+    )
     assert out.decisions[0].actor == "alice" and out.state.soft_override_stage == out.state.stage_index
     run.state = out.state
     state = run.until({"completed", "rolled_back", "paused"})
@@ -174,7 +186,7 @@ def test_restart_mid_stage_continues_with_the_same_decision() -> None:
 def test_shadow_stage_then_canary() -> None:
     sim = SimFleet(seed=10, n=300)
     run = Run(sim, sim.spec(shadow=True))
-    state = run.until({"completed", "rolled_back", "paused"}, max_steps=12)
+    state = run.until({"completed", "rolled_back", "paused"}, max_steps=25)
     kinds = [c.kind for c in run.commands]
     assert kinds[0] == "shadow_on" and "shadow_off" in kinds
     assert kinds.index("shadow_off") < kinds.index("update")
@@ -190,7 +202,7 @@ def test_shadow_stage_then_canary() -> None:
 def test_shadow_stage_catches_a_bad_candidate_without_exposing_anyone() -> None:
     sim = SimFleet(seed=11, n=300, candidate=Behaviour(fp_rate=0.03))
     run = Run(sim, sim.spec(shadow=True))
-    state = run.until({"completed", "rolled_back", "paused"}, max_steps=12)
+    state = run.until({"completed", "rolled_back", "paused"}, max_steps=25)
     assert state.status == "rolled_back" and state.exposed == []
     assert [c.kind for c in run.commands] == ["shadow_on", "shadow_off"]
 
@@ -199,7 +211,19 @@ def test_scheduling_rate_limit_and_battery_deferral() -> None:
     low = frozenset(f"dev-{i:05d}" for i in range(0, 400, 2))  # half the fleet at 10 % battery
     sim = SimFleet(seed=12, n=400, low_battery=low)
     spec = sim.spec(schedule=SchedulePlan(devices_per_minute=2, burst=30, min_battery_pct=20))
+    for stage in spec.stages:  # this test is about scheduling: keep the statistics out of its way
+        stage.gates.false_positive.enabled = False
+        # deferring low-battery devices biases the cohort's battery figures against the control's
+        stage.gates.battery_drain.enabled = False
     run = Run(sim, spec)
+    for _ in range(8):
+        run.step()
+    sent = [d for c in run.commands if c.kind == "update" for d in c.device_ids]
+    assert sent and not set(sent) & low  # low battery and not charging: deferred
+    canary = set(run.fleet.device_ids[groups(run.state, run.fleet).target].tolist())
+    if canary & low:  # a deferred canary device holds the stage (it cannot report)
+        assert run.state.stage_index == 0 and "cohort devices reporting" in run.decisions[-1].reason
+    run.fleet.charging[:] = True  # the agents report charging: nobody is deferred any more
     for _ in range(40):  # into the 50 % stage
         if run.state.stage_index >= 2:
             break
@@ -208,9 +232,9 @@ def test_scheduling_rate_limit_and_battery_deferral() -> None:
     updates = [c for c in run.commands if c.kind == "update"]
     assert all(len(c.device_ids) <= 30 for c in updates)
     sent = [d for c in updates for d in c.device_ids]
-    assert not set(sent) & low  # low battery and not charging: deferred
-    # rate: 2 per minute over the elapsed time (plus nothing banked: the bucket starts empty)
-    assert len(sent) <= 2 * (run.now - T0) / 60
+    assert set(sent) & low and len(set(sent)) == len(sent)
+    # rate: 2 per minute over the elapsed time, plus the one minute's worth the bucket starts with
+    assert len(sent) <= 2 + 2 * (run.now - T0) / 60
     # deterministic order: within one command, ascending cohort point
     pts = dict(zip(run.fleet.device_ids.tolist(), run.fleet.points.tolist(), strict=True))
     for c in updates:
@@ -219,10 +243,17 @@ def test_scheduling_rate_limit_and_battery_deferral() -> None:
 
 def test_min_reporting_devices_holds_the_stage() -> None:
     sim = SimFleet(seed=13, n=200)
-    stages = [StagePlan(name="canary", fraction=0.01, min_devices=5, min_soak_s=0, min_reporting_devices=50),
-              StagePlan(name="all", fraction=1.0, min_soak_s=0)]
-    spec = RolloutSpec(rollout_id="ro-r", release=RELEASE, stages=stages, created_at=T0,
-                       control=ControlPlan(fraction=0.1, min_devices=10))
+    stages = [
+        StagePlan(name="canary", fraction=0.01, min_devices=5, min_soak_s=0, min_reporting_devices=50),
+        StagePlan(name="all", fraction=1.0, min_devices=5, min_soak_s=0),
+    ]
+    spec = RolloutSpec(
+        rollout_id="ro-r",
+        release=RELEASE,
+        stages=stages,
+        created_at=T0,
+        control=ControlPlan(fraction=0.1, min_devices=10),
+    )
     run = Run(sim, spec)
     for _ in range(8):
         run.step()
@@ -235,7 +266,10 @@ def test_min_reporting_devices_holds_the_stage() -> None:
     [
         (lambda s: s[:-1], "last stage must be a rollout stage with fraction 1.0"),
         (lambda s: [s[1], s[0], *s[2:]], "smaller than the stage before it"),
-        (lambda s: [s[0], StagePlan(name="shadow", kind="shadow", fraction=0.01), *s[1:]], "shadow stage may only"),
+        (
+            lambda s: [s[0], StagePlan(name="shadow", kind="shadow", fraction=0.01), *s[1:]],
+            "shadow stage may only",
+        ),
         (lambda s: [s[0], s[0].model_copy(update={"fraction": 0.02}), *s[1:]], "names must be unique"),
     ],
 )
@@ -276,14 +310,50 @@ def test_from_windows_counts_the_right_windows() -> None:
     exposed = set(run.state.exposed)
     t = run.totals()
     for i, dev in enumerate(run.fleet.device_ids.tolist()):
-        mine = [w for w in run.windows if w.device_id == dev and w.window_start_s >= run.state.stage_started_at
-                and (w.model.version == (CAND if dev in exposed else PREV) or w.fallback_level > 0)]
+        mine = [
+            w
+            for w in run.windows
+            if w.device_id == dev
+            and w.window_start_s >= run.state.stage_started_at
+            and (w.model.version == (CAND if dev in exposed else PREV) or w.fallback_level > 0)
+        ]
         m = merge_windows(mine + mine[:1])  # a duplicate is dropped by both
         assert t.inferences[i] == m.inferences and t.false_positives[i] == m.false_positives
         assert t.window_s[i] == m.window_s and t.active_s[i] == pytest.approx(m.active_s)
         if m.battery_drain_pct_per_h is not None:
             assert t.battery_drain_pct_per_h[i] == pytest.approx(m.battery_drain_pct_per_h)
-    dup = DeviceTotals.from_windows(run.fleet, run.windows + run.windows, since=run.state.stage_started_at,
-                                    exposed=exposed, candidate_counter=CAND, previous_counter=PREV)
+    dup = DeviceTotals.from_windows(
+        run.fleet,
+        run.windows + run.windows,
+        since=run.state.stage_started_at,
+        exposed=exposed,
+        candidate_counter=CAND,
+        previous_counter=PREV,
+    )
     assert np.array_equal(dup.inferences, t.inferences)
     assert run.now - T0 == 3 * WINDOW_S
+
+
+def test_from_windows_rejects_mixed_histogram_bins_and_skips_unknown_devices() -> None:
+    sim = SimFleet(seed=15, n=10)
+    run = Run(sim, sim.spec())
+    run.step()
+    w = run.windows[0]
+    other_bins = w.model_copy(update={"seq": 999, "input_hist": [1, 2, 3]})
+    stranger = w.model_copy(update={"device_id": "not-registered"})
+    kw = dict(since=0, exposed=[], candidate_counter=CAND, previous_counter=PREV)
+    with pytest.raises(RolloutError, match=r"window \('dev-00000', 999\) has 3 input bins, others have 10"):
+        DeviceTotals.from_windows(run.fleet, [w, other_bins], **kw)
+    t = DeviceTotals.from_windows(run.fleet, [w, stranger], **kw)
+    assert int(t.inferences.sum()) == w.inferences
+
+
+def test_decision_records_round_trip_through_json() -> None:
+    from fleet_server.rollouts import DecisionRecord
+
+    sim = SimFleet(seed=16, candidate=Behaviour(fp_rate=0.03))
+    run = Run(sim, sim.spec())
+    run.until({"rolled_back"}, max_steps=10)
+    for d in run.decisions:
+        assert DecisionRecord.model_validate_json(d.model_dump_json()) == d
+    assert [d.seq for d in run.decisions] == list(range(1, len(run.decisions) + 1))

@@ -38,14 +38,18 @@ N_COHORT, N_CONTROL = 10, 20
 
 
 def _ctx(shadow: bool = False, baseline: dict | None = None) -> GateContext:
-    devs = [DeviceInfo(device_id=f"d{i}", hardware_class="cortex-m4f" if i % 2 else "pi-4")
-            for i in range(N_COHORT + N_CONTROL + 5)]
+    devs = [
+        DeviceInfo(device_id=f"d{i}", hardware_class="cortex-m4f" if i % 2 else "pi-4")
+        for i in range(N_COHORT + N_CONTROL + 5)
+    ]
     fleet = FleetView.build("ro-g", TargetFilter(), devs)
     cohort = np.zeros(fleet.size, dtype=bool)
     cohort[:N_COHORT] = True
     control = np.zeros(fleet.size, dtype=bool)
-    control[N_COHORT:N_COHORT + N_CONTROL] = True
-    return GateContext(fleet, DeviceTotals.empty(fleet.size), cohort, control, shadow=shadow, baseline=baseline)
+    control[N_COHORT : N_COHORT + N_CONTROL] = True
+    return GateContext(
+        fleet, DeviceTotals.empty(fleet.size), cohort, control, shadow=shadow, baseline=baseline
+    )
 
 
 def _set(ctx: GateContext, name: str, cohort_value: float, control_value: float) -> None:
@@ -73,8 +77,9 @@ def test_install_gate_thresholds() -> None:
 
 
 def test_false_positive_gate_verdicts() -> None:
-    cfg = FalsePositiveGateConfig(alpha=0.05, power=0.8, min_detectable_abs=0.002, min_detectable_rel=0.0,
-                                  min_trials=200)
+    cfg = FalsePositiveGateConfig(
+        alpha=0.05, power=0.8, min_detectable_abs=0.002, min_detectable_rel=0.0, min_trials=200
+    )
     ctx = _ctx()
     _set(ctx, "inferences", 10, 10)
     assert false_positive_gate(ctx, cfg).verdict == "insufficient_data"  # 100 trials < 200
@@ -96,8 +101,27 @@ def test_false_positive_gate_verdicts() -> None:
     r = false_positive_gate(ctx, cfg)
     assert r.verdict == "hard_fail" and r.values["z"] > 10 and r.values["p_value"] < 1e-6
     # Significant but below the minimum detectable increase: soft fail (operator decides).
+    # Significant but below the minimum detectable increase: a note by default, a pause when configured.
     big = FalsePositiveGateConfig(min_detectable_abs=0.05, min_detectable_rel=0.0)
-    assert false_positive_gate(ctx, big).verdict == "soft_fail"
+    r = false_positive_gate(ctx, big)
+    assert r.verdict == "pass" and "but by less than" in r.reason
+    pausing = big.model_copy(update={"soft_fail_below_delta": True})
+    assert false_positive_gate(ctx, pausing).verdict == "soft_fail"
+    # Interim look: worse at alpha but not beyond the early-stop boundary, before the required n: hold.
+    _set(ctx, "inferences", 100, 100)  # 1,000 vs 2,000 trials
+    _set(ctx, "false_positives", 2, 1)  # 2 % vs 1 %: z = 2.25, p = 0.012
+    r = false_positive_gate(ctx, cfg)
+    assert r.verdict == "insufficient_data" and "trending higher" in r.reason
+    assert 0.001 < r.values["p_value"] < 0.05
+    _set(ctx, "false_positives", 3, 1)  # 3 % vs 1 %: z = 4.04, p < 0.001 -> stop early
+    assert false_positive_gate(ctx, cfg).verdict == "hard_fail"
+    _set(ctx, "inferences", 10_000, 10_000)
+    # Before the soak is over (not the final look) only the early-stop boundary fails the test.
+    _set(ctx, "false_positives", 300, 100)
+    ctx.final_look = False
+    assert false_positive_gate(ctx, big).verdict == "pass"
+    assert false_positive_gate(ctx, cfg).verdict == "hard_fail"
+    ctx.final_look = True
     # A better cohort is never a failure.
     _set(ctx, "false_positives", 50, 100)
     assert false_positive_gate(ctx, cfg).verdict == "pass"
@@ -183,8 +207,13 @@ def _baselines() -> tuple[Baselines, list[float]]:
     edges = quantile_edges(calib, 10)
     spec = BaselineFeatureSpec(input_shape=[1], axis=0, group_bounds=[0, 1], description="x")
     score = OutputScoreSpec(kind="max_softmax", class_ids=[0, 1])
-    b = Baselines(samples=10_000, feature_spec=spec, features=[histogram("f0", calib, edges)],
-                  output_score_spec=score, output_score=histogram("score", calib, edges))
+    b = Baselines(
+        samples=10_000,
+        feature_spec=spec,
+        features=[histogram("f0", calib, edges)],
+        output_score_spec=score,
+        output_score=histogram("score", calib, edges),
+    )
     return b, edges
 
 
@@ -213,8 +242,15 @@ def test_evaluate_gates_order_disabled_and_worst() -> None:
     ctx = _ctx()
     cfg = GateConfig(install=InstallGateConfig(enabled=False))
     names = [r.name for r in evaluate_gates(ctx, cfg)]
-    assert names == ["serving_errors", "false_positive", "battery_drain", "duty_cycle", "latency_p95",
-                     "fallback", "input_drift"]
+    assert names == [
+        "serving_errors",
+        "false_positive",
+        "battery_drain",
+        "duty_cycle",
+        "latency_p95",
+        "fallback",
+        "input_drift",
+    ]
     results = evaluate_gates(ctx, GateConfig())
     assert worst_verdict(results) == "insufficient_data"
     assert worst_verdict([]) == "pass"

@@ -25,8 +25,10 @@ def test_z_test_hand_computed() -> None:
 
 
 @given(
-    n1=st.integers(10, 10**6), n2=st.integers(10, 10**6),
-    f1=st.floats(0.0, 1.0), f2=st.floats(0.0, 1.0),
+    n1=st.integers(10, 10**6),
+    n2=st.integers(10, 10**6),
+    f1=st.floats(0.0, 1.0),
+    f2=st.floats(0.0, 1.0),
 )
 def test_z_test_matches_direct_scipy_computation(n1: int, n2: int, f1: float, f2: float) -> None:
     x1, x2 = round(f1 * n1), round(f2 * n2)
@@ -55,7 +57,12 @@ def test_sample_size_hand_computed() -> None:
     assert required_sample_size(0.10, 0.05, power=0.9) > 566
 
 
-@given(p=st.floats(0.001, 0.5), delta=st.floats(0.0005, 0.2), alpha=st.floats(0.001, 0.2), power=st.floats(0.55, 0.99))
+@given(
+    p=st.floats(0.001, 0.5),
+    delta=st.floats(0.0005, 0.2),
+    alpha=st.floats(0.001, 0.2),
+    power=st.floats(0.55, 0.99),
+)
 def test_sample_size_matches_scipy_formula(p: float, delta: float, alpha: float, power: float) -> None:
     expected = 2 * (stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) ** 2 * p * (1 - p) / delta**2
     n = required_sample_size(p, delta, alpha, power)
@@ -64,8 +71,11 @@ def test_sample_size_matches_scipy_formula(p: float, delta: float, alpha: float,
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [((5, 0, 1, 10), "cohort has no trials"), ((1, 10, 11, 10), "control successes 11 outside"),
-     ((-1, 10, 1, 10), "cohort successes -1")],
+    [
+        ((5, 0, 1, 10), "cohort has no trials"),
+        ((1, 10, 11, 10), "control successes 11 outside"),
+        ((-1, 10, 1, 10), "cohort successes -1"),
+    ],
 )
 def test_z_test_bad_input(args: tuple[int, int, int, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
