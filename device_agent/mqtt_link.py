@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from device_agent.commands import CommandIntake
 from device_agent.disk_buffer import DiskBuffer
+from telemetry import device_codec
 from telemetry.topics import cmd_topic, status_topic, validate_device_id
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,14 @@ class LinkCounters:
         return asdict(self)
 
 
-StatusFactory = Callable[[], Any]  # returns a telemetry.schemas.Status
+StatusFactory = Callable[[], Any]  # a telemetry.device_codec.Status (or a pydantic telemetry.schemas.Status)
+# Status fields (schema 1.1) an ``extra_status`` callback may supply; validated, not passed through.
+STATUS_EXTRA_FIELDS = ("buffer_pending", "buffer_dropped", "cmd_rejected")
+
+
+def _status_dict(status: Any) -> dict[str, Any]:
+    dump = getattr(status, "model_dump", None)  # pydantic Status of older callers
+    return dump(mode="json") if dump is not None else device_codec.as_dict(status)
 
 
 class MqttLink:
@@ -277,14 +285,19 @@ class MqttLink:
     # ------------------------------------------------------------------ status payloads
 
     def _status_payload(self, online: bool) -> bytes:
-        # "online" and the counters ride as extra keys: telemetry decoders ignore unknown keys
-        # (minor-version rule), so the payload stays a valid v1 Status for every receiver.
-        body: dict[str, Any] = self._status_factory().model_dump(mode="json")
+        # "online", buffer_pending, buffer_dropped and cmd_rejected are Status fields since telemetry
+        # schema 1.1 and are validated as such (the device codec: no pydantic); any other extras ride as
+        # extra keys, which decoders ignore (minor-version rule).
+        extras = dict(self._extra_status()) if self._extra_status is not None else {}
+        fields: dict[str, Any] = {k: extras.pop(k) for k in STATUS_EXTRA_FIELDS if k in extras}
+        fields["online"] = online
         if online and self._reply_to is not None:
-            body["reply_to"], self._reply_to = self._reply_to, None
-        body["online"] = online
-        if self._extra_status is not None:
-            body.update(self._extra_status())
+            fields["reply_to"], self._reply_to = self._reply_to, None
+        status = self._status_factory()
+        body = _status_dict(status)
+        body.update(fields)
+        body = device_codec.as_dict(device_codec.record_from_dict(body))  # validates the new values
+        body.update({k: v for k, v in extras.items() if k not in body})
         if self.codec == "json":
             return json.dumps(body, separators=(",", ":")).encode()
         return cbor2.dumps(body)

@@ -12,12 +12,25 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from ota.errors import KeyFileError
+
+# cryptography (~9 MB RSS) is imported by the functions that use it, not by importing this module: a
+# device agent imports the OTA path at start but verifies a signature only when an update comes.
+# ``keys.Ed25519PrivateKey`` / ``keys.Ed25519PublicKey`` still work (module __getattr__ below).
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+_LAZY = ("Ed25519PrivateKey", "Ed25519PublicKey")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        return getattr(ed25519, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -41,11 +54,16 @@ __all__ = [
 
 
 def generate_private_key() -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.generate()
 
 
 def raw_public_key(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
     """The raw 32-byte public key (what devices store and what key ids hash)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -61,11 +79,15 @@ def key_id(key: bytes | Ed25519PrivateKey | Ed25519PublicKey) -> str:
 def public_key_from_raw(raw: bytes) -> Ed25519PublicKey:
     if len(raw) != PUBLIC_KEY_BYTES:
         raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes, got {len(raw)}")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def public_key_pem(key: bytes | Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
     """PEM SubjectPublicKeyInfo (``-----BEGIN PUBLIC KEY-----``), as OpenSSL expects with ``-pubin``."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = key if isinstance(key, bytes) else raw_public_key(key)
     return public_key_from_raw(raw).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -81,6 +103,8 @@ def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> boo
     """True iff ``signature`` is a valid Ed25519 signature of ``message`` under the raw ``public_key``."""
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
+    from cryptography.exceptions import InvalidSignature
+
     try:
         public_key_from_raw(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):
@@ -107,6 +131,8 @@ def save_private_key(
     key: Ed25519PrivateKey, path: str | os.PathLike[str], passphrase: bytes | None = None
 ) -> None:
     """Write PEM PKCS#8 (encrypted with ``passphrase`` if given), file mode 0600."""
+    from cryptography.hazmat.primitives import serialization
+
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
@@ -129,6 +155,10 @@ def _read_key_file(path: str | os.PathLike[str]) -> bytes:
 
 
 def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = None) -> Ed25519PrivateKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     data = _read_key_file(path)
     try:
         key = serialization.load_pem_private_key(data, password=passphrase or None)
@@ -143,6 +173,10 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
 
 def load_public_key(path: str | os.PathLike[str]) -> bytes:
     """Read a PEM SubjectPublicKeyInfo file; return the raw 32-byte public key."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     data = _read_key_file(path)
     try:
         key = serialization.load_pem_public_key(data)

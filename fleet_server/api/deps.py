@@ -60,6 +60,7 @@ def get_principal(
     try:
         principal = authenticate(session, authorization)
     except AuthError as exc:
+        session.rollback()  # give the connection back now; the audit writer needs one too
         raise ApiError(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     request.state.principal = principal
     return principal
@@ -72,8 +73,10 @@ def require_role(minimum: Role) -> Callable[..., OperatorPrincipal]:
     """Dependency factory: an operator token with at least ``minimum``; devices always get 403."""
 
     def dependency(
-        principal: PrincipalDep, _doc: Annotated[object, Depends(_bearer_doc)] = None
+        principal: PrincipalDep, session: SessionDep, _doc: Annotated[object, Depends(_bearer_doc)] = None
     ) -> OperatorPrincipal:
+        if not isinstance(principal, OperatorPrincipal) or principal.role < minimum:
+            session.rollback()  # release the connection before the refusal is audited
         if not isinstance(principal, OperatorPrincipal):
             raise ApiError(403, "forbidden", "device credentials cannot call operator routes")
         if principal.role < minimum:
@@ -88,9 +91,10 @@ def require_role(minimum: Role) -> Callable[..., OperatorPrincipal]:
 
 
 def require_device(
-    principal: PrincipalDep, _doc: Annotated[object, Depends(_basic_doc)] = None
+    principal: PrincipalDep, session: SessionDep, _doc: Annotated[object, Depends(_basic_doc)] = None
 ) -> DevicePrincipal:
     if not isinstance(principal, DevicePrincipal):
+        session.rollback()
         raise ApiError(403, "forbidden", "this route is for device credentials only")
     return principal
 

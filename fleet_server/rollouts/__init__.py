@@ -6,7 +6,14 @@ docs/rollout-gates.md.
 """
 
 from fleet_server.rollouts.cohorts import DeviceInfo, FleetView, hash_point, hash_points
-from fleet_server.rollouts.controller import Groups, decide, groups, operator_action, start_rollout
+from fleet_server.rollouts.controller import (
+    Groups,
+    decide,
+    exposure_report,
+    groups,
+    operator_action,
+    start_rollout,
+)
 from fleet_server.rollouts.model import (
     Command,
     DecisionRecord,
@@ -41,6 +48,7 @@ __all__ = [
     "TargetFilter",
     "decide",
     "default_stages",
+    "exposure_report",
     "groups",
     "hash_point",
     "hash_points",

@@ -32,6 +32,7 @@ from fleet_server.rollouts.model import (
     Command,
     DecisionAction,
     DecisionRecord,
+    ExposureReport,
     GateResult,
     Outcome,
     RolloutError,
@@ -192,6 +193,23 @@ def operator_action(
     return out
 
 
+def exposure_report(state: RolloutState, running_counter: Mapping[str, int | None]) -> ExposureReport:
+    """Exposure accounting from the devices' latest reported model counter (status / metrics). After a
+    rollback, ``recovered`` turns true once no exposed device reports the candidate any more; the time
+    from ``rolled_back_at`` to then is the rollback's time to recovery."""
+    candidate = state.spec.release.counter
+    still = [d for d in state.exposed if running_counter.get(d) == candidate]
+    unknown = [d for d in state.exposed if running_counter.get(d) is None]
+    return ExposureReport(
+        ever_exposed=len(state.exposed),
+        reverted=len(state.reverted),
+        still_on_candidate=still,
+        unknown=unknown,
+        rolled_back_at=state.rolled_back_at,
+        recovered=state.status == "rolled_back" and not still and not unknown,
+    )
+
+
 # ----------------------------------------------------------------------------- steps
 
 
@@ -292,6 +310,7 @@ def _rollback(
             Command(kind="shadow_off", device_ids=shadowed, release_id=rel.release_id, reason=reason)
         )
     s.reverted.extend(devices)
+    s.rolled_back_at = now
     counts = {**counts, "rolled_back_devices": len(devices), "ever_exposed": len(s.exposed)}
     _decide(s, out, now, "rollback", actor, "rolled_back", reason, results, counts)
 

@@ -312,11 +312,23 @@ class RolloutState(_Model):
     last_hold_reason: str | None = None  # a hold is recorded again only when its reason changes
     last_gate_results: list[GateResult] = Field(default_factory=list)  # the latest evaluation (for the API)
     paused_by: str | None = None
+    rolled_back_at: float | None = None  # when the rollback was decided (for time-to-recovery)
     soft_override_stage: int | None = None  # stage whose soft gate failures an operator chose to accept
 
     @property
     def stage(self) -> StagePlan:
         return self.spec.stages[self.stage_index]
+
+
+class ExposureReport(_Model):
+    """Who got the candidate, and after a rollback who still runs it (the rollback is done when none)."""
+
+    ever_exposed: int
+    reverted: int
+    still_on_candidate: list[str]  # exposed devices whose last report still shows the candidate
+    unknown: list[str]  # exposed devices without a report
+    rolled_back_at: float | None
+    recovered: bool  # rolled back and every exposed device reports another version
 
 
 class Outcome(_Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from alembic.runtime.migration import MigrationContext
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,7 +12,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fleet_server.api.deps import SessionDep
 from fleet_server.api.errors import ErrorResponse
-from fleet_server.db.migrate import current_revision
 
 router = APIRouter(tags=["health"])
 
@@ -26,7 +26,8 @@ class Health(BaseModel):
 def healthz(request: Request, session: SessionDep) -> Health | JSONResponse:
     try:
         session.execute(text("SELECT 1"))
-        revision = current_revision(request.app.state.engine)
+        # On the session's own connection: a second checkout per request can exhaust the pool under load.
+        revision = MigrationContext.configure(session.connection()).get_current_revision()
     except SQLAlchemyError:
         body = {
             "error": {"code": "database_unavailable", "message": "database not reachable", "details": None}

@@ -16,6 +16,7 @@ from fleet_server.rollouts import (
     RolloutState,
     StagePlan,
     decide,
+    exposure_report,
     groups,
     operator_action,
     start_rollout,
@@ -82,6 +83,13 @@ def test_worse_false_positive_rate_is_stopped_at_the_canary() -> None:
         run.step()
     assert len(run.commands) == before and not any(sim.installed.values())
     assert {w.model.version for w in run.windows[-len(sim.devices) :]} == {PREV}
+    # exposure accounting from the devices' latest reports: recovered once nobody runs the candidate
+    latest = {w.device_id: w.model.version for w in run.windows}
+    report = exposure_report(state, latest)
+    assert report.recovered and report.ever_exposed == 5 and report.rolled_back_at == rollback.at
+    latest[sorted(canary)[0]] = CAND
+    assert exposure_report(state, latest).still_on_candidate == [sorted(canary)[0]]
+    assert not exposure_report(state, {}).recovered  # no reports yet: not known to be recovered
 
 
 def test_install_failures_trigger_emergency_stop() -> None:

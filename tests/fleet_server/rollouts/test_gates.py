@@ -119,9 +119,10 @@ def test_false_positive_gate_verdicts() -> None:
     # Before the soak is over (not the final look) only the early-stop boundary fails the test.
     _set(ctx, "false_positives", 300, 100)
     ctx.final_look = False
-    assert false_positive_gate(ctx, big).verdict == "pass"
+    assert false_positive_gate(ctx, pausing).verdict == "pass"
     assert false_positive_gate(ctx, cfg).verdict == "hard_fail"
     ctx.final_look = True
+    assert false_positive_gate(ctx, pausing).verdict == "soft_fail"
     # A better cohort is never a failure.
     _set(ctx, "false_positives", 50, 100)
     assert false_positive_gate(ctx, cfg).verdict == "pass"
