@@ -1,6 +1,7 @@
 """Device agent benchmark: per-inference overhead vs a bare interpreter, and steady RSS of an agent process.
 
     .venv/bin/python bench/bench_agent.py --chain DIR [--hardware pi-zero-2w] [--json]
+        [--before-rev GITREV] [--no-rss]
 
 ``--chain`` is a fallback chain directory (chain.json + artifacts), e.g. one written by
 ``converters.reference.chain.build_reference_chain``; without it the digits reference chain is built
@@ -11,9 +12,13 @@ into build/bench-agent/digits first (needs TensorFlow in *this* process; the RSS
    per-inference path on the same samples: ``InferenceLoop.process`` (quantize, invoke, dequantize,
    decision, input feature summary, window aggregation, energy accounting on the simulated board)
    and, separately, the runtime adapter alone (``ModelManager.infer``). Medians of repeated passes.
+   ``--before-rev`` also times ``InferenceLoop.process`` as it was at a git revision (read with
+   ``git show``), interleaved in the same blocks. The overhead is also given relative to the simulated
+   on-device invoke (host invoke x ``host_slowdown``) of every hardware class.
 2. RSS. A child process imports the agent, loads the chain's primary model on the Pi-class path, runs
    the loop for a while and reports VmRSS / VmHWM from /proc/self/status, and whether TensorFlow was
-   imported. Baselines in the same run: a bare Python, and Python + numpy + LiteRT with the model.
+   imported. Baselines in the same run: a bare Python, and Python + numpy + LiteRT with the model; and
+   the pydantic-free agent parts on their own ("lean-parts").
 """
 
 from __future__ import annotations
@@ -99,6 +104,41 @@ elif mode == "agent-process":
     out["windows"] = agent.loop.stats.windows
     out["inferences"] = agent.loop.stats.inferences
     out["connected"] = agent.link.connected  # RSS read below with the link thread still running
+elif mode == "lean-parts":
+    # The pydantic-free parts of the agent path on their own: config, fallback policy, command intake,
+    # LiteRT runtime adapter, window aggregation and the device codec (no model manager / converters
+    # report / simulated board / disk buffer / MQTT link, which still define pydantic models).
+    import json as _json
+    from pathlib import Path
+    import numpy as np
+    from device_agent.commands import CommandIntake
+    from device_agent.config import AgentConfig
+    from device_agent.fallback import FallbackPolicy
+    from device_agent.runtime.litert import LiteRTRuntime
+    from telemetry import device_codec as dc
+    from telemetry.aggregation import WindowAggregator
+    d = Path(chain)
+    cfg = AgentConfig(device_id="bench-lean", hardware_class=hw, model_dir=d)
+    entries = sorted(_json.loads((d / "chain.json").read_text())["entries"], key=lambda e: e["rank"])
+    art = d / entries[0]["artifact_dir"]
+    variant = _json.loads((art / "report.json").read_text())["hardware_fit"][hw]["default_variant"]
+    rt = LiteRTRuntime()
+    rt.load((art / f"{variant}.tflite").read_bytes())
+    x = np.zeros(rt.input_spec.shape[1:], np.float32)
+    policy = FallbackPolicy(3, cfg.fallback)
+    intake = CommandIntake(cfg.device_id)
+    agg = WindowAggregator(cfg.device_id, dc.ModelRef(name="m", version=1, variant=variant),
+                           input_edges=[0.0, 0.5, 1.0], input_feature=0)
+    agg.open(1000.0)
+    t = 1000.0
+    for i in range(3000):
+        inv = rt.invoke(x)
+        agg.record_inference(inv.invoke_ns // 1000, False, output_score=float(inv.scores.max()),
+                             input_value=0.1)
+        if i % 60 == 59:
+            t += 60
+            dc.encode(agg.close_record(t, battery_pct=50.0))
+    intake.handle(b'{"v":1,"type":"cmd.ping","device_id":"bench-lean","cmd_id":"p1","ts":1}')
 elif mode in ("litert", "litert+pydantic"):
     import json as _json
     from pathlib import Path
@@ -166,7 +206,21 @@ class _AccountingFreeBoard:
         pass
 
 
-def overhead(chain: Path, hw: str, n: int, repeats: int) -> dict:
+def load_loop_at(rev: str) -> Any:
+    """``device_agent.inference_loop`` as it was at git revision ``rev`` (read-only ``git show``), loaded
+    as a separate module: the "before" path, measured in the same run as the current one."""
+    import types
+
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:device_agent/inference_loop.py"],
+                         capture_output=True, text=True, check=True).stdout
+    mod = types.ModuleType(f"inference_loop_at_{rev}")
+    mod.__file__ = f"<{rev}:device_agent/inference_loop.py>"
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up while building the classes
+    exec(compile(src, mod.__file__, "exec"), mod.__dict__)
+    return mod
+
+
+def overhead(chain: Path, hw: str, n: int, repeats: int, before_rev: str | None = None) -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
     from device_agent.config import LoopConfig
@@ -187,6 +241,12 @@ def overhead(chain: Path, hw: str, n: int, repeats: int) -> dict:
     lean = InferenceLoop(_AccountingFreeBoard(board), ModelManager(prof, mchain), device_id="bench-2",
                          sink=lambda _w: None, config=LoopConfig(sample_period_s=1.0, window_s=1e4))
     lean.start()
+    before = None
+    if before_rev is not None:
+        old = load_loop_at(before_rev)
+        before = old.InferenceLoop(board, ModelManager(prof, mchain), device_id="bench-0",
+                                   sink=lambda _w: None, config=LoopConfig(sample_period_s=1.0, window_s=1e4))
+        before.start()
 
     bare = Interpreter(model_content=model.artifact.model_bytes, num_threads=1)
     bare.allocate_tensors()
@@ -213,7 +273,12 @@ def overhead(chain: Path, hw: str, n: int, repeats: int) -> dict:
         for j in range(lo, hi):
             lean.process(samples[j])
 
-    for f in (run_bare, run_adapter, run_agent, run_lean):  # warm-up
+    def run_before(lo: int, hi: int) -> None:
+        for j in range(lo, hi):
+            before.process(samples[j])
+
+    paths = [run_bare, run_adapter, run_agent, run_lean] + ([run_before] if before is not None else [])
+    for f in paths:  # warm-up
         f(0, min(n, 200))
     # Blocks of BLOCK calls, interleaved (bare, adapter, agent, bare, ...), so load from other processes
     # on this shared machine hits all three alike while each block runs with its own model warm in
@@ -222,16 +287,39 @@ def overhead(chain: Path, hw: str, n: int, repeats: int) -> dict:
     adapter_ns: list[float] = []
     agent_ns: list[float] = []
     lean_ns: list[float] = []
+    before_ns: list[float] = []
     clock = time.perf_counter_ns
+    timed = [(run_bare, bare_ns), (run_adapter, adapter_ns), (run_agent, agent_ns), (run_lean, lean_ns)]
+    if before is not None:
+        timed.append((run_before, before_ns))
     for _ in range(repeats):
         for start in range(0, n - BLOCK + 1, BLOCK):
-            for fn, out in ((run_bare, bare_ns), (run_adapter, adapter_ns), (run_agent, agent_ns),
-                            (run_lean, lean_ns)):
+            for fn, out in timed:
                 t0 = clock()
                 fn(start, start + BLOCK)
                 out.append((clock() - t0) / BLOCK)
     b, a, g, le = (statistics.median(v) / 1000 for v in (bare_ns, adapter_ns, agent_ns, lean_ns))
-    return {
+    from firmware_stubs.hardware_profiles import PROFILES
+
+    # What a device pays: the on-device invoke is the host invoke x host_slowdown (the power model's
+    # rule); the agent's Python is counted at host speed here (on a real board it is slower too, which
+    # leaves the host ratio above as the upper bound).
+    per_class = {
+        name: {
+            "host_slowdown": p.host_slowdown,
+            "device_invoke_us": round(b * p.host_slowdown, 1),
+            "agent_overhead_pct_of_device_invoke": round(100 * (g - b) / (b * p.host_slowdown), 2),
+        }
+        for name, p in PROFILES.items()
+    }
+    extra: dict[str, Any] = {"per_hardware_class": per_class}
+    if before is not None:
+        bf = statistics.median(before_ns) / 1000
+        extra.update({
+            "before_rev": before_rev, "before_process_us": round(bf, 2),
+            "before_overhead_pct": round(100 * (bf - b) / b, 1), "before_overhead_abs_us": round(bf - b, 2),
+        })
+    return extra | {
         "model": model.label, "hardware": hw, "samples": n, "repeats": repeats,
         "bare_invoke_us": round(b, 2), "adapter_us": round(a, 2), "agent_process_us": round(g, 2),
         "adapter_overhead_pct": round(100 * (a - b) / b, 1),
@@ -261,11 +349,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json", action="store_true", help="machine output")
+    ap.add_argument("--before-rev", help="also time InferenceLoop.process as it was at this git revision")
+    ap.add_argument("--no-rss", action="store_true", help="skip the RSS children")
     args = ap.parse_args()
     chain = ensure_chain(args.chain)
 
-    ov = overhead(chain, args.hardware, args.samples, args.repeats)
-    modes = ("python", "litert", "litert+pydantic", "agent", "agent-process")
+    ov = overhead(chain, args.hardware, args.samples, args.repeats, args.before_rev)
+    modes = () if args.no_rss else (
+        "python", "litert", "litert+pydantic", "lean-parts", "agent", "agent-process"
+    )
     rss = {mode: rss_of(mode, chain, args.hardware) for mode in modes}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     result = {"chain": str(chain), "date": stamp, "overhead": ov, "rss_kb": rss}
@@ -288,17 +380,29 @@ def main() -> None:
     t.add_row("  same, board accounting free (no power model / feedback bookkeeping)",
               f"{ov['agent_no_sim_accounting_us']:.2f}",
               f"{ov['agent_no_sim_accounting_overhead_pct']:+.1f} %")
+    if "before_rev" in ov:
+        t.add_row(f"  same, InferenceLoop as at {ov['before_rev']} (before)",
+                  f"{ov['before_process_us']:.2f}",
+                  f"{ov['before_overhead_pct']:+.1f} % ({ov['before_overhead_abs_us']:+.1f} µs)")
     console.print(t)
+    d = Table(title="Agent overhead relative to the simulated on-device invoke (host invoke x host_slowdown)")
+    for col in ("hardware class", "host_slowdown", "on-device invoke µs", "agent overhead / device invoke"):
+        d.add_column(col)
+    for name, row in ov["per_hardware_class"].items():
+        d.add_row(name, f"{row['host_slowdown']:g}", f"{row['device_invoke_us']:.1f}",
+                  f"{row['agent_overhead_pct_of_device_invoke']:.2f} %")
+    console.print(d)
     r = Table(title="Steady RSS (after 3000 inferences)")
-    for col in ("process", "VmRSS MB", "VmHWM MB", "tensorflow imported"):
+    for col in ("process", "VmRSS MB", "VmHWM MB", "tensorflow imported", "pydantic imported"):
         r.add_column(col)
     names = {"python": "bare python (baseline)", "litert": "python + numpy + LiteRT + model (floor)",
              "litert+pydantic": "floor + one pydantic model class",
+             "lean-parts": "pydantic-free agent parts (config, policy, intake, runtime, aggregation, codec)",
              "agent": "agent loop, Pi-class path, model loaded",
              "agent-process": "whole Agent (slots, buffer, MQTT link; OTA client lazy), 500 inferences"}
     for mode, d in rss.items():
         mb = (f"{d['VmRSS'] / 1024:.1f}", f"{d['VmHWM'] / 1024:.1f}")
-        r.add_row(names[mode], *mb, str(d["tensorflow_imported"]))
+        r.add_row(names[mode], *mb, str(d["tensorflow_imported"]), str(d["pydantic_imported"]))
     console.print(r)
 
 

@@ -59,7 +59,9 @@ def wrk(url: str, seconds: int, token: str | None, lua: Path | None = None) -> d
     if lua:
         cmd += ["-s", str(lua)]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
-    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", out, re.M))
+    if set(pct) != {"50", "90", "99"}:
+        raise RuntimeError(f"wrk gave no latency figures for {url}:\n{out}")
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]

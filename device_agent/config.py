@@ -1,64 +1,51 @@
 """The agent's one config object, loaded from ``device.toml`` (see docs/device-agent.md for an example).
 
 Relative paths in the file are taken relative to the file's directory, so a config and its chain
-can move together. Every error names the file and the offending key.
+can move together. Every error names the file and the offending key. The sections are validated
+dataclasses (:mod:`device_agent.sections`), not pydantic models: loading the config must not cost the
+agent pydantic's ~15 MB.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 from urllib.parse import urlsplit
-
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
 
 from device_agent.energy_policy import EnergyThresholds
 from device_agent.fallback import FallbackThresholds
+from device_agent.sections import Section, SectionError, bounded
 from firmware_stubs.hardware_profiles import PROFILES, HardwareProfile
 from telemetry.topics import DEVICE_ID_MAX_LEN, DEVICE_ID_PATTERN
 
 BROKER_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl", "ws", "wss")
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
 
 
 class ConfigError(ValueError):
     """device.toml is missing, not TOML, or has a bad value; the message names the file and key."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class BrokerConfig(_Section):
+@dataclass(frozen=True, kw_only=True)
+class BrokerConfig(Section):
     url: str = "mqtt://localhost:1883"
     username: str | None = None
     password: str | None = None
     password_file: Path | None = None  # preferred over an inline password: keep secrets out of the config
     client_id: str | None = None  # default: the device id
-    keepalive_s: int = Field(30, ge=5, le=3600)
+    keepalive_s: int = bounded(30, ge=5, le=3600)
     tls_ca_file: Path | None = None
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
+    def _validate(self) -> None:
+        parts = urlsplit(self.url)
         if parts.scheme not in BROKER_SCHEMES or not parts.hostname:
-            raise ValueError(f"broker url must be <{'|'.join(BROKER_SCHEMES)}>://host[:port], got {v!r}")
-        return v
-
-    @model_validator(mode="after")
-    def _one_password(self) -> BrokerConfig:
+            raise SectionError(
+                ("url",), f"broker url must be <{'|'.join(BROKER_SCHEMES)}>://host[:port], got {self.url!r}"
+            )
         if self.password is not None and self.password_file is not None:
-            raise ValueError("give either password or password_file, not both")
-        return self
+            raise SectionError((), "give either password or password_file, not both")
 
     def read_password(self) -> str | None:
         if self.password_file is None:
@@ -69,54 +56,55 @@ class BrokerConfig(_Section):
             raise ConfigError(f"broker.password_file {self.password_file}: {exc.strerror or exc}") from exc
 
 
-class LoopConfig(_Section):
-    sample_period_s: float = Field(1.0, gt=0, description="wake every this many seconds (duty cycle)")
-    window_s: float = Field(60.0, gt=0, le=65_535, description="close a metrics window this often")
-    input_feature: int | None = Field(
-        None,
-        ge=0,
-        le=255,
-        description="baseline feature counted per window; None: the one with the most baseline bins",
-    )
+@dataclass(frozen=True, kw_only=True)
+class LoopConfig(Section):
+    sample_period_s: float = bounded(1.0, gt=0)  # wake every this many seconds (duty cycle)
+    window_s: float = bounded(60.0, gt=0, le=65_535)  # close a metrics window this often
+    # baseline feature counted per window; None: the one with the most baseline bins
+    input_feature: int | None = bounded(None, ge=0, le=255)
 
 
-class ShadowConfig(_Section):
-    energy_budget_fraction: float | None = Field(
-        0.25, gt=0, description="candidate active time at most this share of the active model's"
-    )
+@dataclass(frozen=True, kw_only=True)
+class ShadowConfig(Section):
+    # candidate active time at most this share of the active model's
+    energy_budget_fraction: float | None = bounded(0.25, gt=0)
 
 
-class HealthConfig(_Section):
-    max_latency_us: float | None = Field(None, gt=0, description="on-device median invoke budget")
+@dataclass(frozen=True, kw_only=True)
+class HealthConfig(Section):
+    max_latency_us: float | None = bounded(None, gt=0)  # on-device median invoke budget
 
 
-class AgentConfig(_Section):
-    device_id: Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN, max_length=DEVICE_ID_MAX_LEN)]
+@dataclass(frozen=True, kw_only=True)
+class AgentConfig(Section):
+    device_id: str
     hardware_class: str
     model_dir: Path  # the fallback chain (chain.json + one artifact directory per model)
     state_dir: Path = Path("state")  # agent state, telemetry buffer, OTA slots
     server_url: str = "http://localhost:8000"
-    broker: BrokerConfig = BrokerConfig()
-    loop: LoopConfig = LoopConfig()
-    fallback: FallbackThresholds = FallbackThresholds()
-    energy: EnergyThresholds = EnergyThresholds()
-    shadow: ShadowConfig = ShadowConfig()
-    health: HealthConfig = HealthConfig()
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    fallback: FallbackThresholds = field(default_factory=FallbackThresholds)
+    energy: EnergyThresholds = field(default_factory=EnergyThresholds)
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
-    @field_validator("hardware_class")
-    @classmethod
-    def _known_class(cls, v: str) -> str:
-        if v not in PROFILES:
-            raise ValueError(f"unknown hardware class {v!r}; known: {', '.join(sorted(PROFILES))}")
-        return v
-
-    @field_validator("server_url")
-    @classmethod
-    def _http(cls, v: str) -> str:
-        parts = urlsplit(v)
+    def _validate(self) -> None:
+        if len(self.device_id) > DEVICE_ID_MAX_LEN or _DEVICE_ID.fullmatch(self.device_id) is None:
+            raise SectionError(
+                ("device_id",),
+                f"{self.device_id!r} is not a device id ({DEVICE_ID_PATTERN}, at most {DEVICE_ID_MAX_LEN})",
+            )
+        if self.hardware_class not in PROFILES:
+            raise SectionError(
+                ("hardware_class",),
+                f"unknown hardware class {self.hardware_class!r}; known: {', '.join(sorted(PROFILES))}",
+            )
+        parts = urlsplit(self.server_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"server_url must be http(s)://host[:port], got {v!r}")
-        return v
+            raise SectionError(
+                ("server_url",), f"server_url must be http(s)://host[:port], got {self.server_url!r}"
+            )
 
     @property
     def profile(self) -> HardwareProfile:
@@ -151,9 +139,6 @@ def load_config(path: str | Path) -> AgentConfig:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
     try:
-        return AgentConfig.model_validate(_resolve(data, p.parent.resolve()))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{p}: {problems}") from exc
+        return AgentConfig.from_dict(_resolve(data, p.parent.resolve()))
+    except SectionError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from device_agent.sections import Section, bounded
 
 
-class EnergyThresholds(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    min_battery_pct: float = Field(30.0, ge=0, le=100)
-    margin_pct: float = Field(5.0, ge=0, le=100)
+@dataclass(frozen=True, kw_only=True)
+class EnergyThresholds(Section):  # a validated dataclass: the agent's config path is pydantic-free
+    min_battery_pct: float = bounded(30.0, ge=0, le=100)
+    margin_pct: float = bounded(5.0, ge=0, le=100)
 
 
 @dataclass(frozen=True)

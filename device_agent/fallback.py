@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from device_agent.sections import Section, bounded
 
 if TYPE_CHECKING:
     from telemetry.device_codec import FallbackSwitched, ModelRef
@@ -53,23 +53,20 @@ TELEMETRY_REASON: dict[SwitchReason, str] = {r: r.value for r in SwitchReason}
 _BACKOFF_REASONS = frozenset({SwitchReason.LATENCY, SwitchReason.FALSE_POSITIVES, SwitchReason.INVOKE_FAILED})
 
 
-class FallbackThresholds(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class FallbackThresholds(Section):
     """The knobs (device.toml ``[fallback]``); None switches a condition off."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_latency_us: int | None = Field(None, gt=0, description="on-device p95 per window")
-    latency_windows: int = Field(3, ge=1)
-    max_consecutive_errors: int = Field(3, ge=1)
-    min_battery_pct: float | None = Field(20.0, ge=0, le=100)
-    battery_margin_pct: float = Field(5.0, ge=0, le=100)
-    max_false_positive_rate: float | None = Field(None, gt=0, le=1)
-    min_positives: int = Field(
-        5, ge=1, description="a window with fewer positives says nothing about FP rate"
-    )
-    fp_windows: int = Field(2, ge=1)
-    recover_windows: int = Field(3, ge=1)
-    max_backoff_factor: int = Field(8, ge=1)
+    max_latency_us: int | None = bounded(None, gt=0)  # on-device p95 per window
+    latency_windows: int = bounded(3, ge=1)
+    max_consecutive_errors: int = bounded(3, ge=1)
+    min_battery_pct: float | None = bounded(20.0, ge=0, le=100)
+    battery_margin_pct: float = bounded(5.0, ge=0, le=100)
+    max_false_positive_rate: float | None = bounded(None, gt=0, le=1)
+    min_positives: int = bounded(5, ge=1)  # a window with fewer positives says nothing about FP rate
+    fp_windows: int = bounded(2, ge=1)
+    recover_windows: int = bounded(3, ge=1)
+    max_backoff_factor: int = bounded(8, ge=1)
 
 
 @dataclass(frozen=True)

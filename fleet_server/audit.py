@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Select, func, select
@@ -63,7 +63,6 @@ class AuditQuery:
     outcome: Outcome | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, stmt: Select[Any]) -> Select[Any]:
         if self.actor is not None:

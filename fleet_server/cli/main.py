@@ -12,6 +12,7 @@ import typer
 from fleet_server.cli.agent_commands import agent_command
 from fleet_server.cli.model_commands import model_app
 from fleet_server.cli.reference_commands import reference_command
+from fleet_server.cli.server_commands import server_app
 from fleet_server.cli.simulate_commands import simulate_command
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ model_app.command("reference", help="Train, convert and validate the reference f
     reference_command
 )
 app.add_typer(model_app, name="model")
+app.add_typer(server_app, name="server")
 app.command("agent", help="Run the device agent (one device) from a device.toml.")(agent_command)
 app.command("simulate", help="Run N simulated devices as real agents over real MQTT.")(simulate_command)
 

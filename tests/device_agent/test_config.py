@@ -30,6 +30,9 @@ min_battery_pct = 25
 """
 
 
+BASE = 'device_id = "d1"\nhardware_class = "pi-4"\nmodel_dir = "m"\n'
+
+
 def write(tmp_path: Path, text: str, name: str = "device.toml") -> Path:
     p = tmp_path / name
     p.write_text(text)
@@ -83,6 +86,17 @@ def test_minimal_config(tmp_path: Path) -> None:
             "server_url",
         ),
         ("device_id = [unclosed", "not valid TOML"),
+        (BASE + '[loop]\nwindow_s = "fast"\n', r"loop\.window_s: must be a number"),
+        (BASE + "[broker]\nkeepalive_s = true\n", r"broker\.keepalive_s: must be an integer"),
+        (BASE + "[broker]\nkeepalive_s = 4\n", r"broker\.keepalive_s: must be at least 5"),
+        (BASE + "fallback = 3\n", r"fallback: must be a table"),
+        (BASE + "[loop]\ncolour = 1\n", r"loop\.colour: unknown key"),
+        (BASE + "[energy]\nmin_battery_pct = 101\n", r"energy\.min_battery_pct: must be at most 100"),
+        (
+            BASE + "[fallback]\nmax_false_positive_rate = nan\n",
+            r"fallback\.max_false_positive_rate: must be finite",
+        ),
+        ('device_id = 7\nhardware_class = "pi-4"\nmodel_dir = "m"\n', r"device_id: must be a string"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path: Path, text: str, match: str) -> None:
@@ -105,3 +119,17 @@ def test_missing_password_file_is_reported_when_read(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, GOOD))
     with pytest.raises(ConfigError, match="password_file"):
         cfg.broker.read_password()
+
+
+def test_sections_validate_when_built_in_code_too() -> None:
+    from device_agent.config import LoopConfig
+    from device_agent.sections import SectionError
+
+    cfg = AgentConfig(device_id="d1", hardware_class="pi-4", model_dir="m")  # type: ignore[arg-type]
+    assert cfg.model_dir == Path("m") and cfg.loop.window_s == 60.0
+    with pytest.raises(SectionError, match="window_s: must be greater than 0"):
+        LoopConfig(window_s=0)
+    changed = cfg.fallback.model_copy(update={"recover_windows": 7})
+    assert changed.recover_windows == 7 and cfg.fallback.recover_windows == 3
+    with pytest.raises(SectionError, match="recover_windows: must be at least 1"):
+        cfg.fallback.model_copy(update={"recover_windows": 0})

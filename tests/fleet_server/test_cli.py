@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -131,6 +132,19 @@ def test_server_run_serves_the_api(tmp_path: Path) -> None:
         secret = made.json()["credential"]["password"]
         assert httpx.get(f"{base}/api/v1/device/self", auth=("real-1", secret)).json()["id"] == "real-1"
         assert httpx.get(f"{base}/api/v1/devices").status_code == 401
+        # 60 clients at once, mixing reads, health checks and refusals (each refusal writes an audit row):
+        # all must be answered. Guards against sessions holding a pooled connection while waiting for a
+        # second one (health check, audit writer), which used to deadlock the pool under concurrency.
+        calls = [
+            ("/healthz", {}, 200),
+            ("/api/v1/devices", bearer(token), 200),
+            ("/api/v1/devices", {}, 401),
+        ] * 20
+        with ThreadPoolExecutor(max_workers=60) as pool:
+            codes = list(
+                pool.map(lambda c: httpx.get(base + c[0], headers=c[1], timeout=20).status_code, calls)
+            )
+        assert codes == [c[2] for c in calls]
     finally:
         proc.send_signal(signal.SIGINT)
         try:

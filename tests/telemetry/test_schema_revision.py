@@ -110,7 +110,9 @@ def test_update_companions_decode_on_the_device_and_the_largest_update_fits() ->
         ("report", "http://h/r", "report"),
     ],
 )
-def test_bad_companion_refs_are_rejected_alike_naming_the_field(field: str, value: object, where: str) -> None:
+def test_bad_companion_refs_are_rejected_alike_naming_the_field(
+    field: str, value: object, where: str
+) -> None:
     payload = json.dumps({**_update_v10(), field: value}).encode()
     with pytest.raises(SchemaViolation, match=where.replace(".", r"\.")):
         dc.decode_command(payload, device_id="dev-1")
