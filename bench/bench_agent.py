@@ -167,10 +167,14 @@ print(json.dumps(out))
 """
 
 
-def rss_of(mode: str, chain: Path, hw: str, broker: str = "mqtt://127.0.0.1:1883") -> dict:
+def rss_of(mode: str, chain: Path, hw: str, broker: str = "mqtt://127.0.0.1:1883",
+           pythonpath: str | None = None) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, mode, str(chain), hw, broker],
-                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    if pythonpath:  # an older source tree first on sys.path (ahead of the editable install)
+        env["PYTHONPATH"] = pythonpath
+    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, mode, str(Path(chain).resolve()), hw, broker],
+                          capture_output=True, text=True, env=env, timeout=600, check=False,
+                          cwd=pythonpath or None)
     if proc.returncode != 0:
         raise SystemExit(f"RSS child ({mode}) failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -351,6 +355,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="machine output")
     ap.add_argument("--before-rev", help="also time InferenceLoop.process as it was at this git revision")
     ap.add_argument("--no-rss", action="store_true", help="skip the RSS children")
+    ap.add_argument("--before-tree", help="source tree of an older revision (git archive REV | tar -x -C "
+                                          "DIR): also measure the agent RSS rows with it first on sys.path")
     args = ap.parse_args()
     chain = ensure_chain(args.chain)
 
@@ -359,6 +365,9 @@ def main() -> None:
         "python", "litert", "litert+pydantic", "lean-parts", "agent", "agent-process"
     )
     rss = {mode: rss_of(mode, chain, args.hardware) for mode in modes}
+    if args.before_tree and not args.no_rss:
+        for mode in ("agent", "agent-process"):
+            rss[f"{mode} (before)"] = rss_of(mode, chain, args.hardware, pythonpath=args.before_tree)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     result = {"chain": str(chain), "date": stamp, "overhead": ov, "rss_kb": rss}
     if args.json:
@@ -393,16 +402,18 @@ def main() -> None:
                   f"{row['agent_overhead_pct_of_device_invoke']:.2f} %")
     console.print(d)
     r = Table(title="Steady RSS (after 3000 inferences)")
-    for col in ("process", "VmRSS MB", "VmHWM MB", "tensorflow imported", "pydantic imported"):
+    for col in ("process", "VmRSS MB", "VmHWM MB", "tensorflow", "pydantic", "cryptography"):
         r.add_column(col)
     names = {"python": "bare python (baseline)", "litert": "python + numpy + LiteRT + model (floor)",
              "litert+pydantic": "floor + one pydantic model class",
              "lean-parts": "pydantic-free agent parts (config, policy, intake, runtime, aggregation, codec)",
              "agent": "agent loop, Pi-class path, model loaded",
              "agent-process": "whole Agent (slots, buffer, MQTT link; OTA client lazy), 500 inferences"}
+    names |= {f"{k} (before)": f"{v} — older tree" for k, v in list(names.items()) if k.startswith("agent")}
     for mode, d in rss.items():
         mb = (f"{d['VmRSS'] / 1024:.1f}", f"{d['VmHWM'] / 1024:.1f}")
-        r.add_row(names[mode], *mb, str(d["tensorflow_imported"]), str(d["pydantic_imported"]))
+        r.add_row(names[mode], *mb, str(d["tensorflow_imported"]), str(d["pydantic_imported"]),
+                  str(d["cryptography_imported"]))
     console.print(r)
 
 

@@ -10,12 +10,13 @@ agent, a list in tests) as ``telemetry.device_codec.MetricsWindow`` records. At 
 policy sees the window and may switch models; switches go to ``event_sink`` as
 ``telemetry.device_codec.FallbackSwitched`` records. Nothing here imports pydantic.
 
-Hot path (:meth:`InferenceLoop.process`): per sample only what decides the sample — a finiteness check
-of the counted input feature's slice, the invoke, the decision, the energy accounting — and appends to
-buffers (latency, active time, the input sample, the score row). The input feature summaries
-(``converters.baselines.feature_summary``, its exact arithmetic, batched), both histograms and the
-latency reservoir are computed from those buffers when a window closes or a buffer fills
-(:meth:`InferenceLoop._flush`); the window is identical to one fed sample by sample.
+Hot path (:meth:`InferenceLoop.process`): per sample only what decides the sample (a finiteness check
+of the input: one contiguous sum, the exact summary only when that sum is not finite; the invoke; the
+decision; the energy accounting) and appends to buffers (latency, active time, the input sample, the
+score row). The input feature summaries (``converters.baselines.feature_summary``, its exact
+arithmetic, batched), both histograms and the latency reservoir are computed from those buffers when a
+window closes or a buffer fills (:meth:`InferenceLoop._flush`); the window is identical to one fed
+sample by sample.
 """
 
 from __future__ import annotations
@@ -150,7 +151,6 @@ class InferenceLoop:
         self._sbuf: np.ndarray | None = None  # score rows of successful inferences
         self._ns = 0
         self._input_shape: tuple[int, ...] = ()
-        self._group: tuple[slice, ...] = ()
         self._xrows = 0
 
     @property
@@ -195,11 +195,7 @@ class InferenceLoop:
         self._feature = k
         spec = self._feature_spec = base.feature_spec
         self._score_ids = np.asarray(base.output_score_spec.class_ids, dtype=np.intp)
-        # The hot path only needs to know whether feature k's summary is finite: it is iff every value of
-        # the input slice it averages is (float64 sums of <= 32-bit values cannot overflow).
         self._input_shape = tuple(spec.input_shape)
-        lo, hi = spec.group_bounds[k], spec.group_bounds[k + 1]
-        self._group = (slice(None),) * spec.axis + (slice(lo, hi),)
         row_bytes = 8 * max(1, math.prod(self._input_shape))
         rows = max(1, min(_BUFFER_ROWS, _BUFFER_BYTES // row_bytes))
         self._xbuf = np.empty((rows, *self._input_shape), dtype=np.float64)
@@ -275,10 +271,15 @@ class InferenceLoop:
         x = sample.window if self.preprocess is None else self.preprocess(sample.window)
         if type(x) is not np.ndarray or x.shape != self._input_shape:
             x = self._checked_input(x)
-        if x.dtype.itemsize > 4 and x.dtype.kind == "f":  # float64: summary itself (overflow-exact)
+        # Is feature k's summary finite? A finite float32 sum of the whole sample means every value is
+        # finite (NaN/inf propagate through sums), and float64 means of finite <= 32-bit values cannot
+        # overflow, so the summary is finite too: one contiguous reduction instead of the summary.
+        # Anything else (a non-finite value somewhere, a float32 overflow, float64 input) takes the
+        # exact path: the summary itself, as converters computes it.
+        dt = x.dtype
+        finite = dt.kind in "iub" or (dt.itemsize <= 4 and math.isfinite(np.add.reduce(x, None)))
+        if not finite:
             finite = math.isfinite(float(feature_summary(x, self._feature_spec)[self._feature]))
-        else:
-            finite = math.isfinite(x[self._group].sum(dtype=np.float64))
         lat, act = self._lat, self._act
         if not finite:  # a sensor fault: nothing sensible to infer on
             stats.nonfinite_inputs += 1

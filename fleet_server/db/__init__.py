@@ -9,15 +9,20 @@ from fleet_server.db.base import Base
 from fleet_server.db.devices import Device
 from fleet_server.db.engine import make_engine, make_session_factory
 from fleet_server.db.ml_models import ConversionJob, MlModel, ModelVersion
+from fleet_server.db.telemetry import DeadLetter, DeviceEvent, OtaStatusReport, TelemetryWindow
 
 __all__ = [
     "ApiToken",
     "AuditEntry",
     "Base",
     "ConversionJob",
+    "DeadLetter",
     "Device",
+    "DeviceEvent",
     "MlModel",
     "ModelVersion",
+    "OtaStatusReport",
+    "TelemetryWindow",
     "make_engine",
     "make_session_factory",
 ]

@@ -176,3 +176,15 @@ def test_policy_does_not_climb_above_a_level_it_was_told_to_run() -> None:
     assert ev[0].to_level == 2
     up = drive(p, obs(battery=90), 5)
     assert [(e.from_level, e.to_level) for e in up] == [(2, 1)]
+
+
+@pytest.mark.parametrize("reason", list(SwitchReason))
+def test_every_switch_reason_is_sent_as_itself_and_the_server_accepts_it(reason: SwitchReason) -> None:
+    from telemetry import codec, device_codec
+
+    event = FallbackEvent(0, 1, reason, "detail").to_telemetry(
+        "dev-1", 7, device_codec.ModelRef(name="m", version=2, variant="float32")
+    )
+    assert isinstance(event, device_codec.FallbackSwitched)
+    back = codec.decode(device_codec.encode(event))
+    assert (back.reason, back.detail, back.model.version) == (reason.value, "detail", 2)

@@ -86,3 +86,49 @@ def test_window_counts_do_not_depend_on_where_the_buffer_is_flushed(
     assert rows(batched) == rows(one_by_one)
     assert sum(w.nonfinite_inputs for w in batched) == 10
     assert sum(w.inferences for w in batched) == 160
+
+
+def _loop(chain_dir: Path, flash: Path) -> tuple[InferenceLoop, list]:
+    board = make_simulated_board(PI_ZERO_2W, task="digits", flash_root=flash)
+    chain = ModelChain.from_dir(chain_dir)
+    windows: list = []
+    loop = InferenceLoop(board, ModelManager(PI_ZERO_2W, chain), device_id="dev-c", sink=windows.append,
+                         policy=FallbackPolicy(len(chain), FallbackThresholds(min_battery_pct=None)),
+                         config=LoopConfig(sample_period_s=1.0, window_s=1e4))
+    loop.start()
+    return loop, windows
+
+
+def test_the_fast_finiteness_check_decides_like_the_summary(chain_dir: Path, tmp_path: Path) -> None:
+    """NaN outside the counted feature's inputs: inferred (its summary is finite); NaN inside: counted as
+    non-finite, not inferred; huge finite values whose float32 sum overflows: inferred and binned."""
+    loop, windows = _loop(chain_dir, tmp_path / "f")
+    spec = loop._feature_spec
+    k = loop._feature
+    base = loop.board.read_sensor()
+    lo, hi = spec.group_bounds[k], spec.group_bounds[k + 1]
+    axis_len = spec.input_shape[spec.axis]
+    outside = next(i for i in range(axis_len) if not lo <= i < hi)
+
+    def at(pos: int, value: float) -> np.ndarray:
+        x = base.window.astype(np.float32).copy()
+        idx = [0] * x.ndim
+        idx[spec.axis] = pos
+        x[tuple(idx)] = value
+        return x
+
+    cases = {"nan_outside": at(outside, np.nan), "nan_inside": at(lo, np.nan),
+             "huge": np.full_like(base.window, 3e38, dtype=np.float32)}
+    expected_finite = {
+        name: bool(np.isfinite(feature_summary(x, spec)[k])) for name, x in cases.items()
+    }
+    assert expected_finite == {"nan_outside": True, "nan_inside": False, "huge": True}
+    results = {}
+    for i, (name, x) in enumerate(cases.items()):
+        sample = type(base)(**{**vars(base), "window": x, "index": 1000 + i})
+        results[name] = loop.process(sample)
+    loop.close_window()
+    assert results["nan_inside"].score is None
+    assert results["nan_outside"].model is not None and results["huge"].model is not None
+    assert windows[0].nonfinite_inputs == 1 and windows[0].inferences == 3
+    assert sum(windows[0].input_hist) == 2

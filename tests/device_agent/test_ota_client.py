@@ -21,7 +21,7 @@ from device_agent.ota_state import FILE_NAME, load_record
 from ota import keys
 from ota.canonical import encode_signed, parse_document
 from ota.release import ReleaseSigner
-from telemetry.device_codec import OtaStateChanged, OtaStatus
+from telemetry.device_codec import OtaStateChanged, OtaStatus, record_from_dict
 from telemetry.schemas import Rollback
 
 HERE = Path(__file__).parent
@@ -149,7 +149,9 @@ def test_delta_update_downloads_only_the_patch(flash: Path, kit, server) -> None
     client = S.make_client(flash, kit, sink=reports.append)
     client.resume()
     fields = _publish_v2(server, kit, delta=True)
-    assert client.handle_update(S.update_command(fields, "cmd-d")).state == "committed"
+    # As the agent's command intake delivers it: a device-codec record, not the pydantic command.
+    cmd = record_from_dict(S.update_command(fields, "cmd-d").model_dump(mode="json"))
+    assert client.handle_update(cmd).state == "committed"
     _assert_on(flash, _v(kit, "v2"))
     assert reports.statuses[-1].via_delta
     assert server.body_bytes("/releases/v2/model.tflite") == 0

@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 from postgres import leftover_schemas, postgres_reachable, postgres_schema_url
 
 TABLES = {"devices", "models", "model_versions", "conversion_jobs", "api_tokens", "audit_log"}
+# 0002 (telemetry ingest)
+TABLES |= {"telemetry_windows", "device_events", "ota_status", "dead_letters"}
 
 
 def test_upgrade_from_empty_creates_schema_matching_models(empty_db_url: str) -> None:

@@ -12,6 +12,7 @@ from converters.reference.chain import ChainError, ChainReport, build_reference_
 from converters.reference.datasets import load_kws_stream
 from converters.reference.stream_eval import evaluate_stream
 from converters.report import ConversionReport
+from firmware_stubs.hardware_profiles import CORTEX_M4F
 
 pytestmark = pytest.mark.slow
 
@@ -58,9 +59,21 @@ def test_primary_models_learn_their_task(kws_chain, digits_cli_run) -> None:  # 
 def test_primary_kws_model_fits_the_cortex_m4f_budget(kws_chain) -> None:  # type: ignore[no-untyped-def]
     chain = ChainReport.read(kws_chain[0])
     primary = chain.entries[0]
-    assert primary.tflm_arena_bytes is not None and primary.tflm_arena_bytes < 100 * 1024
-    if primary.full_int8_status == "accepted":
-        assert primary.default_variants["cortex-m4f"] == "full_int8"
+    report = ConversionReport.read(kws_chain[0] / primary.artifact_dir)
+    assert report.tflm.arena_bytes is not None
+    # The measured TFLM arena plus the I/O buffers and the int8 file must fit the MCU class budget,
+    # so the MCU classes keep a default variant for the realistically sized primary model.
+    assert report.tflm.arena_bytes + report.tflm.io_bytes <= CORTEX_M4F.model_ram_budget_bytes
+    assert primary.full_int8_bytes <= CORTEX_M4F.model_flash_budget_bytes
+    assert primary.full_int8_status == "accepted"
+    assert primary.default_variants[CORTEX_M4F.name] == "full_int8"
+
+
+def test_digits_primary_meets_the_int8_bytes_target(digits_cli_run) -> None:  # type: ignore[no-untyped-def]
+    # Target of issue 2: full-int8 file <= 0.30 x float32. The digits CNN keeps most weights in a dense
+    # layer (hundreds of weights per output channel), so per-channel quantization parameters stay small.
+    primary = ChainReport.read(digits_cli_run[0] / "digits").entries[0]
+    assert primary.full_int8_bytes <= 0.30 * primary.float32_bytes
 
 
 def test_kws_chain_records_device_metadata(kws_chain) -> None:  # type: ignore[no-untyped-def]
