@@ -1,4 +1,4 @@
 """Device agent: runtime adapters, model manager + fallback, telemetry publisher, OTA client.
 
-Never imports TensorFlow (a Pi Zero cannot afford it) nor, on the running path, pydantic.
+Never imports TensorFlow: a Pi Zero cannot afford it.
 """
