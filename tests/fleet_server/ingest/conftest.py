@@ -1,4 +1,4 @@
-"""Ingest fixtures: a migrated DB on each backend (parent conftest), a private Mosquitto, provisioned devices."""
+"""Ingest fixtures: a migrated DB on each backend (parent conftest) and a private Mosquitto."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers for the ingest tests and bench: telemetry windows, provisioned devices, a bounded QoS 1 publisher."""
+"""Ingest test/bench helpers: telemetry windows, provisioned devices, a bounded QoS 1 publisher."""
 
 from __future__ import annotations
 
@@ -111,16 +111,16 @@ class Publisher:
 
     def publish_all(self, messages: Iterable[tuple[str, bytes]], qos: int = 1, timeout: float = 60) -> int:
         n = 0
+        target = self.acked
         for topic, payload in messages:
-            if qos:
-                if not self._inflight.acquire(timeout=timeout):
-                    raise TimeoutError("broker stopped acknowledging publishes")
+            if qos and not self._inflight.acquire(timeout=timeout):
+                raise TimeoutError("broker stopped acknowledging publishes")
             info = self.client.publish(topic, payload, qos=qos)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 raise RuntimeError(f"publish failed: {mqtt.error_string(info.rc)}")
             n += 1
-        if qos:
-            wait_until(lambda: self.acked >= n, timeout, every=0.01)
+        if qos and not wait_until(lambda: self.acked >= target + n, timeout, every=0.01):
+            raise TimeoutError(f"broker acknowledged {self.acked - target} of {n} publishes")
         return n
 
     def close(self) -> None:
