@@ -139,11 +139,14 @@ elif mode == "lean-parts":
             t += 60
             dc.encode(agg.close_record(t, battery_pct=50.0))
     intake.handle(b'{"v":1,"type":"cmd.ping","device_id":"bench-lean","cmd_id":"p1","ts":1}')
-elif mode in ("litert", "litert+pydantic"):
+elif mode in ("litert", "litert+pydantic", "litert+paho"):
     import json as _json
     from pathlib import Path
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
+    if mode == "litert+paho":  # the MQTT client library every agent needs (it imports ssl, urllib, email)
+        import paho.mqtt.client as _mqtt
+        _client = _mqtt.Client(_mqtt.CallbackAPIVersion.VERSION2, client_id="bench-floor")
     if mode == "litert+pydantic":
         from pydantic import BaseModel
         class One(BaseModel):  # the first model class loads pydantic's schema generator
@@ -362,7 +365,7 @@ def main() -> None:
 
     ov = overhead(chain, args.hardware, args.samples, args.repeats, args.before_rev)
     modes = () if args.no_rss else (
-        "python", "litert", "litert+pydantic", "lean-parts", "agent", "agent-process"
+        "python", "litert", "litert+paho", "litert+pydantic", "lean-parts", "agent", "agent-process"
     )
     rss = {mode: rss_of(mode, chain, args.hardware) for mode in modes}
     if args.before_tree and not args.no_rss:
@@ -405,6 +408,7 @@ def main() -> None:
     for col in ("process", "VmRSS MB", "VmHWM MB", "tensorflow", "pydantic", "cryptography"):
         r.add_column(col)
     names = {"python": "bare python (baseline)", "litert": "python + numpy + LiteRT + model (floor)",
+             "litert+paho": "floor + paho-mqtt client (ssl, urllib, email)",
              "litert+pydantic": "floor + one pydantic model class",
              "lean-parts": "pydantic-free agent parts (config, policy, intake, runtime, aggregation, codec)",
              "agent": "agent loop, Pi-class path, model loaded",

@@ -19,9 +19,14 @@ softmax first (``apply_softmax`` in the spec) so the score is always a probabili
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from converters.report import BaselineFeatureSpec, Histogram, OutputScoreSpec
+# The report models are imported where they are built: feature_summary runs on the device agent, which
+# cannot afford pydantic (the report's models), and only reads the spec's attributes.
+if TYPE_CHECKING:
+    from converters.report import BaselineFeatureSpec, Histogram, OutputScoreSpec
 
 
 def make_feature_spec(
@@ -36,6 +41,8 @@ def make_feature_spec(
     n = shape[axis]
     k = min(n, max_features)
     bounds = [round(i * n / k) for i in range(k + 1)]
+    from converters.report import BaselineFeatureSpec
+
     return BaselineFeatureSpec(
         input_shape=shape,
         axis=axis,
@@ -84,6 +91,8 @@ def bin_counts(values: np.ndarray, edges: list[float] | np.ndarray) -> np.ndarra
 def histogram(name: str, values: np.ndarray, edges: list[float]) -> Histogram:
     counts = bin_counts(values, edges)
     total = max(int(counts.sum()), 1)
+    from converters.report import Histogram
+
     return Histogram(
         name=name,
         edges=edges,
@@ -101,6 +110,8 @@ def looks_like_probabilities(outputs: np.ndarray) -> bool:
 def make_output_score_spec(
     num_classes: int, positive_class_ids: list[int] | None, apply_softmax: bool = False
 ) -> OutputScoreSpec:
+    from converters.report import OutputScoreSpec
+
     if positive_class_ids:
         return OutputScoreSpec(
             kind="positive_class_max", class_ids=sorted(positive_class_ids), apply_softmax=apply_softmax

@@ -41,7 +41,7 @@ from device_agent.config import AgentConfig
 from device_agent.disk_buffer import BufferSettings, DiskBuffer
 from device_agent.energy_policy import UpdateEnergyPolicy
 from device_agent.fallback import FallbackPolicy
-from device_agent.inference_loop import InferenceLoop, StepResult, model_ref
+from device_agent.inference_loop import InferenceLoop, StepResult, model_record
 from device_agent.model_manager import (
     REPORT_FILE,
     ModelArtifact,
@@ -58,7 +58,7 @@ from firmware_stubs.clock import Clock, SimClock
 from firmware_stubs.power import BatterySpec, ChargeSchedule
 from firmware_stubs.sensor_streams import StreamConfig
 from ota.slots import SlotStore
-from telemetry.schemas import ErrorEvent, Status
+from telemetry.device_codec import ErrorEvent, Status
 
 log = logging.getLogger(__name__)
 
@@ -623,7 +623,7 @@ class Agent:
             uptime_s=min(int(time.monotonic() - self._start_wall), 4_294_967_295),
             hardware_class=self.profile.name,
             agent_version=AGENT_VERSION,
-            model=model_ref(model) if model is not None else None,
+            model=model_record(model) if model is not None else None,
             active_slot=slot,
             fallback_level=min(self.policy.level, 15),
             shadow_enabled=self.loop.shadow is not None,

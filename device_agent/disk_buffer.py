@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from device_agent.sections import Section, SectionError, bounded
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +58,25 @@ class RecordTooLarge(BufferError_, ValueError):
     """A single message larger than a segment can never be buffered."""
 
 
-class BufferSettings(BaseModel):
-    """Byte budget and durability of the buffer. ``max_bytes`` bounds the segment files together."""
+@dataclass(frozen=True, kw_only=True)
+class BufferSettings(Section):
+    """Byte budget and durability of the buffer. ``max_bytes`` bounds the segment files together.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A validated dataclass (device_agent.sections), not a pydantic model: the running agent cannot afford
+    pydantic's ~15 MB. Bad values raise :class:`~device_agent.sections.SectionError` naming the field.
+    """
 
-    max_bytes: int = Field(default=8 * 1024 * 1024, ge=4096)
-    segment_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_bytes: int = bounded(8 * 1024 * 1024, ge=4096)
+    segment_bytes: int = bounded(256 * 1024, ge=1024)
     fsync: bool = True  # fsync every append and cursor write (power-loss safe); off = crash-safe only
 
-    @model_validator(mode="after")
-    def _segments_fit(self) -> BufferSettings:
+    def _validate(self) -> None:
         # Dropping works a segment at a time; at least two must fit or the budget cannot be kept.
         if self.segment_bytes * 2 > self.max_bytes:
-            raise ValueError(
-                f"segment_bytes ({self.segment_bytes}) must be at most half of max_bytes ({self.max_bytes})"
+            raise SectionError(
+                ("segment_bytes",),
+                f"segment_bytes ({self.segment_bytes}) must be at most half of max_bytes ({self.max_bytes})",
             )
-        return self
 
 
 @dataclass(frozen=True, slots=True)

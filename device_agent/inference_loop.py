@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from converters.baselines import feature_summary
-from converters.report import ConversionReport
 from device_agent.config import LoopConfig
 from device_agent.fallback import FallbackEvent, FallbackPolicy, SwitchReason, WindowObservation
 from device_agent.model_manager import Inference, LoadedModel, ModelManager, TaskRule
+from device_agent.report_reader import DeviceReport
 from device_agent.runtime.base import InvokeError, ModelDoesNotFit, ModelLoadError
 from device_agent.shadow import ShadowOutcome, ShadowRunner
 from firmware_stubs.board import Board
@@ -102,7 +102,7 @@ def bin_counts(values: np.ndarray, edges: Sequence[float]) -> list[int]:
     return np.bincount(np.clip(idx, 0, nb - 1), minlength=nb).tolist()
 
 
-def choose_input_feature(report: ConversionReport) -> int:
+def choose_input_feature(report: DeviceReport) -> int:
     """The baseline feature with the most bins (most informative histogram); first on ties."""
     feats = report.baselines.features
     return max(range(len(feats)), key=lambda i: (len(feats[i].edges), -i))

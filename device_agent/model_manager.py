@@ -10,17 +10,18 @@ thread (the MQTT client's).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
 
-from converters.report import ConversionReport
+from device_agent.report_reader import DeviceReport, ReportFieldError, _Record, parse_device_report
 from device_agent.runtime.base import Invocation, ModelDoesNotFit, ModelLoadError, Runtime, read_model_bytes
 from firmware_stubs.hardware_profiles import HardwareProfile
 
@@ -46,15 +47,32 @@ def numeric_version(version: str | int) -> int:
     )
 
 
-class TaskRule(BaseModel):
-    """How scores become a decision: positive when a positive class scores >= threshold."""
+# chain.json and report.json are read with device_agent.report_reader's explicit checks, not pydantic:
+# the running agent cannot afford pydantic's ~15 MB.
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+
+@dataclass(frozen=True, kw_only=True)
+class TaskRule(_Record):
+    """How scores become a decision: positive when a positive class scores >= threshold."""
 
     class_names: list[str]
     positive_class_ids: list[int]
     score_threshold: float = 0.5
     suppression_s: float | None = None  # after a positive, ignore positives for this long (KWS)
+
+    def __post_init__(self) -> None:
+        # Lists as in chain.json (tuples from Python callers become lists); the ids index the scores.
+        object.__setattr__(self, "class_names", list(self.class_names))
+        object.__setattr__(self, "positive_class_ids", list(self.positive_class_ids))
+        for i in self.positive_class_ids:
+            if isinstance(i, bool) or not isinstance(i, int) or i < 0:
+                raise ReportFieldError("positive_class_ids", f"must be class indices >= 0, got {i!r}")
+        if self.suppression_s is not None and self.suppression_s < 0:
+            raise ReportFieldError("suppression_s", f"must be >= 0, got {self.suppression_s}")
+
+    def model_copy(self, *, update: dict[str, Any] | None = None) -> TaskRule:
+        """A changed copy, checked again (the name pydantic callers already use)."""
+        return replace(self, **(update or {}))
 
     def positive_score(self, scores: np.ndarray) -> float:
         if not self.positive_class_ids:
@@ -62,22 +80,31 @@ class TaskRule(BaseModel):
         return float(scores[self.positive_class_ids].max())
 
 
-class _ChainEntryFile(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+@dataclass(frozen=True, kw_only=True)
+class _ChainEntryFile(_Record):
     rank: int
     name: str
     artifact_dir: str
 
 
-class _ChainMetadataFile(TaskRule):
+@dataclass(frozen=True, kw_only=True)
+class _ChainMetadataFile(_Record):
     task: str
     input_shape: list[int]
+    class_names: list[str]
+    positive_class_ids: list[int]
+    score_threshold: float = 0.5
+    suppression_s: float | None = None
+
+    def rule(self) -> TaskRule:
+        return TaskRule(class_names=self.class_names, positive_class_ids=self.positive_class_ids,
+                        score_threshold=self.score_threshold, suppression_s=self.suppression_s)
 
 
-class _ChainFile(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class _ChainFile(_Record):
     """The fields of converters' chain.json the device needs (parsed without converters' builder)."""
 
-    model_config = ConfigDict(extra="ignore")
     task: str
     version: str
     metadata: _ChainMetadataFile
@@ -92,7 +119,7 @@ class ModelArtifact:
     version: int
     variant: str
     model_bytes: bytes
-    report: ConversionReport
+    report: DeviceReport  # the report.json fields the device reads (device_agent.report_reader)
     golden_path: Path | None
     source: str  # where it came from, for messages
 
@@ -141,17 +168,15 @@ class ModelArtifact:
         )
 
 
-def read_report(directory: Path) -> ConversionReport:
+def read_report(directory: Path) -> DeviceReport:
+    """The report.json fields the device needs; ModelLoadError naming the file and the bad field."""
     path = directory / REPORT_FILE
     try:
-        return ConversionReport.model_validate_json(path.read_text(encoding="utf-8"))
+        return parse_device_report(path.read_bytes())
     except OSError as exc:
         raise ModelLoadError(f"{path}: cannot read report ({exc.strerror or exc})") from exc
-    except ValidationError as exc:
-        raise ModelLoadError(
-            f"{path}: not a valid conversion report: {exc.error_count()} error(s), "
-            f"first: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}"
-        ) from exc
+    except ReportFieldError as exc:
+        raise ModelLoadError(f"{path}: not a valid conversion report: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -174,18 +199,18 @@ class ModelChain:
         d = Path(directory)
         path = d / CHAIN_FILE
         try:
-            chain = _ChainFile.model_validate_json(path.read_text(encoding="utf-8"))
+            raw = path.read_bytes()
         except OSError as exc:
             raise ModelLoadError(f"{path}: cannot read chain ({exc.strerror or exc})") from exc
-        except ValidationError as exc:
-            raise ModelLoadError(
-                f"{path}: not a valid chain.json: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}"
-            ) from exc
+        try:
+            chain = _ChainFile.from_obj(json.loads(raw))
+        except ValueError as exc:  # JSON syntax or ReportFieldError (names the field)
+            raise ModelLoadError(f"{path}: not a valid chain.json: {exc}") from exc
         if not chain.entries:
             raise ModelLoadError(f"{path}: chain has no entries")
         entries = sorted(chain.entries, key=lambda e: e.rank)
         levels = tuple(ChainLevel(i, e.name, d / e.artifact_dir) for i, e in enumerate(entries))
-        return cls(task=chain.task, rule=chain.metadata, levels=levels)
+        return cls(task=chain.task, rule=chain.metadata.rule(), levels=levels)
 
     def __len__(self) -> int:
         return len(self.levels)

@@ -31,17 +31,17 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import cbor2
 import paho.mqtt.client as mqtt
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from device_agent.commands import CommandIntake
 from device_agent.disk_buffer import DiskBuffer
+from device_agent.sections import Section, SectionError, bounded
 from telemetry import device_codec
 from telemetry.topics import cmd_topic, status_topic, validate_device_id
 
@@ -50,58 +50,60 @@ log = logging.getLogger(__name__)
 QOS = 1
 
 
-class TlsSettings(BaseModel):
-    """TLS towards the broker (mosquitto ``listener 8883`` with ``cafile``/``certfile``/``keyfile``)."""
+# Validated dataclasses (device_agent.sections), not pydantic models: the running agent cannot afford
+# pydantic's ~15 MB. Bad values raise SectionError (a ValueError) naming the field.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
+class TlsSettings(Section):
+    """TLS towards the broker (mosquitto ``listener 8883`` with ``cafile``/``certfile``/``keyfile``)."""
 
     ca_file: Path | None = None  # None: the system trust store
     cert_file: Path | None = None  # client certificate (mutual TLS), with key_file
     key_file: Path | None = None
     insecure_skip_hostname_check: bool = False
 
-    @model_validator(mode="after")
-    def _pair(self) -> TlsSettings:
+    def _validate(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("tls.cert_file and tls.key_file must be given together")
+            raise SectionError(("tls",), "tls.cert_file and tls.key_file must be given together")
         for name in ("ca_file", "cert_file", "key_file"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
-                raise ValueError(f"tls.{name} {path} does not exist")
-        return self
+                raise SectionError(("tls", name), f"tls.{name} {path} does not exist")
 
 
-class MqttSettings(BaseModel):
+_TRANSPORTS = ("tcp", "websockets")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MqttSettings(Section):
     """Connection settings of one device. Client id and username default to the device id."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     device_id: str
     host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
+    port: int = bounded(1883, ge=1, le=65535)
     client_id: str | None = None
     username: str | None = None
-    password: SecretStr | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    transport: Literal["tcp", "websockets"] = "tcp"
+    password: str | None = field(default=None, repr=False)  # never in a repr or a log line
+    keepalive_s: int = bounded(30, ge=5, le=3600)
+    transport: str = "tcp"  # "tcp" | "websockets"
     tls: TlsSettings | None = None
-    reconnect_min_s: float = Field(default=1.0, gt=0, le=3600)
-    reconnect_max_s: float = Field(default=60.0, gt=0, le=86_400)
-    jitter: float = Field(default=0.5, ge=0, le=1)  # each delay is scaled by uniform(1 - jitter, 1)
-    inflight_window: int = Field(default=16, ge=1, le=1000)
+    reconnect_min_s: float = bounded(1.0, gt=0, le=3600)
+    reconnect_max_s: float = bounded(60.0, gt=0, le=86_400)
+    jitter: float = bounded(0.5, ge=0, le=1)  # each delay is scaled by uniform(1 - jitter, 1)
+    inflight_window: int = bounded(16, ge=1, le=1000)
     clean_session: bool = False  # persistent session: the broker queues QoS 1 commands while offline
-    poll_s: float = Field(default=0.05, gt=0, le=5)  # loop timeout = latency for newly buffered records
+    poll_s: float = bounded(0.05, gt=0, le=5)  # loop timeout = latency for newly buffered records
 
-    @field_validator("device_id")
-    @classmethod
-    def _device_id(cls, v: str) -> str:
-        return validate_device_id(v)
-
-    @model_validator(mode="after")
-    def _delays(self) -> MqttSettings:
+    def _validate(self) -> None:
+        try:
+            validate_device_id(self.device_id)
+        except ValueError as exc:
+            raise SectionError(("device_id",), str(exc)) from None
+        if self.transport not in _TRANSPORTS:
+            raise SectionError(("transport",), f"must be one of {_TRANSPORTS}, got {self.transport!r}")
         if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
-        return self
+            raise SectionError(("reconnect_max_s",), "reconnect_max_s must be >= reconnect_min_s")
 
     @classmethod
     def from_url(cls, device_id: str, url: str, **kwargs: Any) -> MqttSettings:
@@ -216,7 +218,7 @@ class MqttLink:
             protocol=mqtt.MQTTv311,
             transport=s.transport,
         )
-        client.username_pw_set(s.effective_username, s.password.get_secret_value() if s.password else None)
+        client.username_pw_set(s.effective_username, s.password)
         if s.tls is not None:
             client.tls_set(
                 ca_certs=str(s.tls.ca_file) if s.tls.ca_file else None,

@@ -18,13 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any, ClassVar, Final, Literal
 
 from ota.atomic_io import atomic_write
-from telemetry.schemas import OtaState
+from ota.slot_state import StateSchemaError, StrictRecord
+
+# telemetry.schemas.OtaState's vocabulary (telemetry.wire.OTA_STATES), spelled out here: importing the
+# pydantic schemas would cost the agent ~15 MB at start-up, where this record is read.
+OtaState = Literal[
+    "idle", "downloading", "downloaded", "verifying", "verified", "installing", "trial", "committed",
+    "reverting", "reverted", "failed", "deferred",
+]
 
 ClientState = Literal[
     "idle",
@@ -63,13 +69,16 @@ FILE_NAME: Final = "ota_client.json"
 FORMAT_VERSION: Final = 1
 
 
-class OtaRecord(BaseModel):
-    """Everything the client needs to continue after a power cut."""
+@dataclass(frozen=True, kw_only=True)
+class OtaRecord(StrictRecord):
+    """Everything the client needs to continue after a power cut.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A checked dataclass (ota.slot_state's strict record: types, Literal values, unknown keys refused),
+    not a pydantic model: the agent reads it at every start-up. Same JSON form as before.
+    """
 
     format_version: Literal[1] = FORMAT_VERSION
-    generation: int = Field(0, ge=0)
+    generation: int = 0
     state: ClientState = "idle"
     cmd_id: str | None = None
     release_id: str | None = None
@@ -80,11 +89,16 @@ class OtaRecord(BaseModel):
     target_version: int = 0
     from_version: int | None = None
     kind: Literal["full", "delta"] | None = None
-    bytes_done: int = Field(0, ge=0)
-    bytes_total: int = Field(0, ge=0)
-    attempt: int = Field(1, ge=1, le=255)  # download attempts for this command
+    bytes_done: int = 0
+    bytes_total: int = 0
+    attempt: int = 1  # download attempts for this command, 1..255
     error_code: str | None = None
     reason: str | None = None  # why the last transition happened (deferral, failure, health check)
+    _NON_NEGATIVE: ClassVar[frozenset[str]] = frozenset({"generation", "bytes_done", "bytes_total"})
+
+    def _validate(self) -> None:
+        if not 1 <= self.attempt <= 255:
+            raise StateSchemaError(f"attempt: must be 1..255, got {self.attempt}")
 
     def to(self, state: ClientState, **changes: Any) -> OtaRecord:
         return self.model_copy(update={**changes, "state": state, "generation": self.generation + 1})
@@ -117,7 +131,7 @@ def load_record(root: Path) -> OtaRecord | None:
         if hashlib.sha256(_canonical(body)).hexdigest() != outer["sha256"]:
             raise RecordUnreadable(f"{path}: checksum mismatch")
         return OtaRecord.model_validate(body)
-    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:  # StateSchemaError is a ValueError
         if isinstance(exc, RecordUnreadable):
             raise
         raise RecordUnreadable(f"{path}: unreadable OTA client record ({type(exc).__name__})") from None

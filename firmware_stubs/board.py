@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-
-from pydantic import BaseModel, ConfigDict
 
 from firmware_stubs.clock import Clock, SimClock
 from firmware_stubs.flash import DEFAULT_STATE_BYTES, FlashArea
@@ -26,10 +25,9 @@ class BrownoutError(RuntimeError):
     """The battery is empty: the board cannot run until it is charged."""
 
 
-class EnergyUse(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class EnergyUse:
     """What one :meth:`Board.record_energy` call was accounted as, on the target."""
-
-    model_config = ConfigDict(frozen=True)
 
     device_active_s: float  # host seconds x host_slowdown
     radio_s: float

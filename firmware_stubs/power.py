@@ -15,12 +15,13 @@ which never holds more than its capacity nor less than zero. Everything is deter
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from firmware_stubs.checked import Checked, SpecError, spec
 from firmware_stubs.hardware_profiles import HardwareProfile
 
 SECONDS_PER_HOUR = 3600.0
@@ -61,18 +62,20 @@ def voltage_at(chemistry: Chemistry | str, percent: float) -> float:
     return float(np.interp(p, [pt[0] for pt in points], [pt[1] for pt in points]))
 
 
-class BatterySpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+# Settings records are validated dataclasses (firmware_stubs.checked), not pydantic models: the simulated
+# board runs in the device agent's process, which cannot afford pydantic's ~15 MB.
 
-    capacity_mah: float = Field(gt=0, allow_inf_nan=False)
-    initial_percent: float = Field(100.0, ge=0, le=100, allow_inf_nan=False)
+
+@dataclass(frozen=True, kw_only=True)
+class BatterySpec(Checked):
+    capacity_mah: float = spec(gt=0)
+    initial_percent: float = spec(100.0, ge=0, le=100)
     chemistry: Chemistry = Chemistry.LIPO
 
 
-class BatteryState(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class BatteryState:
     """What a fuel gauge reports."""
-
-    model_config = ConfigDict(frozen=True)
 
     percent: float
     voltage: float
@@ -82,9 +85,8 @@ class BatteryState(BaseModel):
 # ------------------------------------------------------------------------------------ charging
 
 
-class _Schedule(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+@dataclass(frozen=True, kw_only=True)
+class _Schedule(Checked):
     def current_ma(self, t_s: float) -> float:
         raise NotImplementedError
 
@@ -93,6 +95,7 @@ class _Schedule(BaseModel):
         raise NotImplementedError
 
 
+@dataclass(frozen=True, kw_only=True)
 class NoCharging(_Schedule):
     kind: Literal["none"] = "none"
 
@@ -103,19 +106,18 @@ class NoCharging(_Schedule):
         return 0.0
 
 
+@dataclass(frozen=True, kw_only=True)
 class PluggedIn(_Schedule):
     """A constant ``charge_ma`` from ``from_s`` (simulated seconds) until ``until_s`` (or forever)."""
 
     kind: Literal["plugged"] = "plugged"
-    charge_ma: float = Field(gt=0, allow_inf_nan=False)
-    from_s: float = Field(0.0, ge=0, allow_inf_nan=False)
-    until_s: float | None = Field(None, allow_inf_nan=False)
+    charge_ma: float = spec(gt=0)
+    from_s: float = spec(0.0, ge=0)
+    until_s: float | None = spec(None)
 
-    @model_validator(mode="after")
-    def _order(self) -> PluggedIn:
+    def _validate(self) -> None:
         if self.until_s is not None and self.until_s <= self.from_s:
-            raise ValueError(f"until_s ({self.until_s}) must be after from_s ({self.from_s})")
-        return self
+            raise SpecError("until_s", f"until_s ({self.until_s}) must be after from_s ({self.from_s})")
 
     def current_ma(self, t_s: float) -> float:
         on = t_s >= self.from_s and (self.until_s is None or t_s < self.until_s)
@@ -126,6 +128,7 @@ class PluggedIn(_Schedule):
         return self.charge_ma * max(0.0, end - self.from_s) / SECONDS_PER_HOUR
 
 
+@dataclass(frozen=True, kw_only=True)
 class SolarCharging(_Schedule):
     """Daylight charging: a half-sine current from sunrise to sunset, ``peak_ma`` at solar noon.
 
@@ -133,16 +136,14 @@ class SolarCharging(_Schedule):
     """
 
     kind: Literal["solar"] = "solar"
-    peak_ma: float = Field(gt=0, allow_inf_nan=False)
-    sunrise_h: float = Field(6.0, ge=0, lt=24)
-    sunset_h: float = Field(18.0, gt=0, le=24)
-    start_hour: float = Field(0.0, ge=0, lt=24)
+    peak_ma: float = spec(gt=0)
+    sunrise_h: float = spec(6.0, ge=0, lt=24)
+    sunset_h: float = spec(18.0, gt=0, le=24)
+    start_hour: float = spec(0.0, ge=0, lt=24)
 
-    @model_validator(mode="after")
-    def _order(self) -> SolarCharging:
+    def _validate(self) -> None:
         if self.sunset_h <= self.sunrise_h:
-            raise ValueError(f"sunset_h ({self.sunset_h}) must be after sunrise_h ({self.sunrise_h})")
-        return self
+            raise SpecError("sunset_h", f"{self.sunset_h} must be after sunrise_h ({self.sunrise_h})")
 
     def _day_len_s(self) -> float:
         return (self.sunset_h - self.sunrise_h) * SECONDS_PER_HOUR
@@ -167,16 +168,15 @@ class SolarCharging(_Schedule):
         return self._from_midnight_mah(t_s + offset) - self._from_midnight_mah(offset)
 
 
-ChargeSchedule = Annotated[NoCharging | PluggedIn | SolarCharging, Field(discriminator="kind")]
+ChargeSchedule = NoCharging | PluggedIn | SolarCharging  # told apart by ``kind``
 
 
 # ---------------------------------------------------------------------------------------- model
 
 
-class PowerReport(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class PowerReport:
     """Totals since the model started, for telemetry and simulation summaries."""
-
-    model_config = ConfigDict(frozen=True)
 
     elapsed_s: float
     active_s: float  # on-target seconds of computation

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from firmware_stubs.checked import Checked, SpecError, spec
 
 SamplingMode = Literal["random", "sequential"]
 # How many issued samples the stream remembers for feedback (bounded memory over long runs).
@@ -90,62 +91,61 @@ class StreamPools:
                              "(it must hold the same positions: same shape, labels and events)")
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+# Settings records are validated dataclasses (firmware_stubs.checked), not pydantic models: the simulated
+# board runs in the device agent's process, which cannot afford pydantic's ~15 MB.
 
 
-class FeedbackSpec(_Spec):
-    report_probability: float = Field(1.0, ge=0, le=1)
-    delay_s: float = Field(0.0, ge=0, allow_inf_nan=False)
+@dataclass(frozen=True, kw_only=True)
+class FeedbackSpec(Checked):
+    report_probability: float = spec(1.0, ge=0, le=1)
+    delay_s: float = spec(0.0, ge=0)
 
 
-class StreamConfig(_Spec):
+@dataclass(frozen=True, kw_only=True)
+class StreamConfig(Checked):
     seed: int = 0
     # Fraction of windows that hold an event; None = the pool's own mix (random) or order (sequential).
-    event_fraction: float | None = Field(None, ge=0, le=1)
+    event_fraction: float | None = spec(None, ge=0, le=1)
     mode: SamplingMode = "random"
     # Range drifted values are clipped to (the model's input range); None = no clipping.
     value_range: tuple[float, float] | None = (0.0, 1.0)
-    feedback: FeedbackSpec = FeedbackSpec()
+    feedback: FeedbackSpec = field(default_factory=FeedbackSpec)
 
-    @model_validator(mode="after")
-    def _check(self) -> StreamConfig:
+    def _validate(self) -> None:
         if self.value_range is not None and not self.value_range[0] < self.value_range[1]:
-            raise ValueError(f"value_range {self.value_range} must be (low, high) with low < high")
+            raise SpecError("value_range", f"{self.value_range} must be (low, high) with low < high")
         if self.mode == "sequential" and self.event_fraction is not None:
-            raise ValueError("sequential mode replays the pool in order; event_fraction needs mode='random'")
-        return self
+            raise SpecError(
+                "mode", "sequential mode replays the pool in order; event_fraction needs mode='random'"
+            )
 
 
-def _start_field() -> Any:
-    return Field(ge=0, allow_inf_nan=False, description="simulated seconds since the stream started")
-
-
-class DriftSpec(_Spec):
-    start_s: float = _start_field()
+@dataclass(frozen=True, kw_only=True)
+class DriftSpec(Checked):
+    start_s: float = spec(ge=0)  # simulated seconds since the stream started
     use_drifted_pool: bool = False
-    shift: float = Field(0.0, allow_inf_nan=False)
-    scale: float = Field(1.0, gt=0, allow_inf_nan=False)
-    noise_std: float = Field(0.0, ge=0, allow_inf_nan=False)
+    shift: float = spec(0.0)
+    scale: float = spec(1.0, gt=0)
+    noise_std: float = spec(0.0, ge=0)
 
-    @model_validator(mode="after")
-    def _does_something(self) -> DriftSpec:
+    def _validate(self) -> None:
         if not self.use_drifted_pool and self.shift == 0 and self.scale == 1 and self.noise_std == 0:
-            raise ValueError("drift changes nothing: set use_drifted_pool, shift, scale or noise_std")
-        return self
+            raise SpecError("drift", "drift changes nothing: set use_drifted_pool, shift, scale or noise_std")
 
 
-class BurstSpec(_Spec):
-    start_s: float = _start_field()
-    duration_s: float = Field(gt=0, allow_inf_nan=False)
-    event_fraction: float = Field(1.0, ge=0, le=1)
+@dataclass(frozen=True, kw_only=True)
+class BurstSpec(Checked):
+    start_s: float = spec(ge=0)  # simulated seconds since the stream started
+    duration_s: float = spec(gt=0)
+    event_fraction: float = spec(1.0, ge=0, le=1)
 
 
-class FaultSpec(_Spec):
+@dataclass(frozen=True, kw_only=True)
+class FaultSpec(Checked):
     kind: Literal["nan", "constant"]
-    start_s: float = _start_field()
-    duration_s: float | None = Field(None, gt=0, allow_inf_nan=False)  # None: the sensor stays broken
-    value: float = Field(0.0, allow_inf_nan=False)  # the constant a "constant" fault outputs
+    start_s: float = spec(ge=0)  # simulated seconds since the stream started
+    duration_s: float | None = spec(None, gt=0)  # None: the sensor stays broken
+    value: float = spec(0.0)  # the constant a "constant" fault outputs
 
 
 def _active(start_s: float, duration_s: float | None, t_s: float) -> bool:
@@ -169,10 +169,9 @@ class SensorSample:
     injected: tuple[str, ...] = ()
 
 
-class Feedback(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class Feedback:
     """A user's report about a detection the device acted on."""
-
-    model_config = ConfigDict(frozen=True)
 
     sample_index: int
     false_positive: bool

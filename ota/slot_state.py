@@ -10,12 +10,15 @@ previous generation is also a state the device can boot from (docs/ota-slot-stor
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import re
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any, ClassVar, Literal, Self, get_args, get_origin
 
 from ota.atomic_io import atomic_write
 
@@ -32,35 +35,176 @@ def other_slot(slot: SlotName) -> SlotName:
     return "b" if slot == "a" else "a"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
+class StateSchemaError(ValueError):
+    """A state record (or a record given to a constructor) breaks the schema; names the field."""
+
+
+def _fail(loc: str, msg: str) -> StateSchemaError:
+    return StateSchemaError(f"{loc}: {msg}")
+
+
+def _check(tp: Any, v: Any, loc: str) -> Any:
+    """``v`` checked against the annotation ``tp`` (nested records built from dicts); raises _fail."""
+    if tp is Any:
+        return v
+    origin = get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if v is None and len(args) < len(get_args(tp)):
+            return None
+        return _check(args[0], v, loc)
+    if origin is Literal:
+        if isinstance(v, bool) or v not in get_args(tp):
+            raise _fail(loc, f"must be one of {get_args(tp)}, got {v!r}")
+        return v
+    if origin is tuple:  # tuple[X, ...]
+        if not isinstance(v, (list, tuple)):
+            raise _fail(loc, f"must be a list, got {type(v).__name__}")
+        return tuple(_check(get_args(tp)[0], item, f"{loc}.{i}") for i, item in enumerate(v))
+    if origin is dict:
+        kt, vt = get_args(tp)
+        if not isinstance(v, dict):
+            raise _fail(loc, f"must be a mapping, got {type(v).__name__}")
+        return {_check(kt, k, f"{loc}.{k}"): _check(vt, item, f"{loc}.{k}") for k, item in v.items()}
+    if isinstance(tp, type) and issubclass(tp, _Strict):
+        if isinstance(v, tp):
+            return v
+        if isinstance(v, dict):
+            return tp.model_validate(v, loc=loc)
+        raise _fail(loc, f"must be a {tp.__name__} record, got {type(v).__name__}")
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _fail(loc, f"must be an integer, got {v!r}")
+        return v
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise _fail(loc, f"must be true or false, got {v!r}")
+        return v
+    if tp is str:
+        if not isinstance(v, str):
+            raise _fail(loc, f"must be a string, got {type(v).__name__}")
+        return v
+    raise TypeError(f"{loc}: unsupported field type {tp!r}")  # a programming error
+
+
+def _dump(v: Any, json_mode: bool) -> Any:
+    if isinstance(v, _Strict):
+        return v.model_dump(mode="json" if json_mode else "python")
+    if isinstance(v, dict):
+        return {k: _dump(x, json_mode) for k, x in v.items()}
+    if isinstance(v, tuple):
+        items = [_dump(x, json_mode) for x in v]
+        return items if json_mode else tuple(items)
+    return v
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Strict:
+    """A frozen record checked on construction (types, Literal values, sha256 patterns, ``ge=0``).
+
+    Plain dataclasses, not pydantic: the slot store's boot path runs in the device agent, which cannot
+    afford pydantic's ~15 MB. ``model_dump`` / ``model_validate`` / ``model_copy`` keep the names (and the
+    JSON form) the pydantic records had, so the on-disk format is unchanged.
+    """
+
+    _SHA_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    _NON_NEGATIVE: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in fields(self):
+            v = getattr(self, f.name)
+            new = _check(hints[f.name], v, f.name)
+            if f.name in self._SHA_FIELDS and new is not None and not _SHA256.match(new):
+                raise _fail(f.name, f"must be 64 lowercase hex digits, got {new!r}")
+            if f.name in self._NON_NEGATIVE and new < 0:
+                raise _fail(f.name, f"must be at least 0, got {new}")
+            if new is not v:
+                object.__setattr__(self, f.name, new)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Cross-field rules of a subclass; raise StateSchemaError via _fail("field", "...")."""
+
+    @classmethod
+    def model_validate(cls, record: Any, *, loc: str = "") -> Self:
+        """A record from its dict form; unknown or missing keys and bad values raise StateSchemaError."""
+        prefix = f"{loc}." if loc else ""
+        if not isinstance(record, dict):
+            raise _fail(loc or cls.__name__, f"must be a mapping, got {type(record).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        for key in record:
+            if key not in known:
+                raise _fail(f"{prefix}{key}", "extra field not permitted")
+        for name, f in known.items():
+            if name not in record and f.default is MISSING and f.default_factory is MISSING:
+                raise _fail(f"{prefix}{name}", "field required")
+        try:
+            return cls(**record)
+        except StateSchemaError as exc:
+            raise StateSchemaError(f"{prefix}{exc}") from None
+
+    def model_dump(self, *, mode: str = "python") -> dict[str, Any]:
+        return {f.name: _dump(getattr(self, f.name), mode == "json") for f in fields(self)}
+
+    def model_copy(self, *, update: dict[str, Any] | None = None) -> Self:
+        """A changed copy (like pydantic's model_copy, the update is not re-validated)."""
+        new = copy.copy(self)
+        for k, v in (update or {}).items():
+            object.__setattr__(new, k, v)
+        return new
+
+
+StrictRecord = _Strict  # the base, for other persisted device records (device_agent.ota_state)
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    h = _HINTS.get(cls)
+    if h is None:
+        h = _HINTS[cls] = typing.get_type_hints(cls)
+    return h
+
+
+@dataclass(frozen=True, kw_only=True)
 class SlotImage(_Strict):
     """A verified image held by a slot."""
 
-    sha256: Sha256Hex = Field(pattern=r"^[0-9a-f]{64}$")
-    length: int = Field(ge=0)
-    counter: int = Field(ge=0)
+    sha256: Sha256Hex
+    length: int
+    counter: int
     # The signed manifest it was installed from (base64), kept opaque: the store makes no trust decision.
     manifest_b64: str | None = None
+    _SHA_FIELDS: ClassVar[frozenset[str]] = frozenset({"sha256"})
+    _NON_NEGATIVE: ClassVar[frozenset[str]] = frozenset({"length", "counter"})
 
 
+@dataclass(frozen=True, kw_only=True)
 class WriteProgress(_Strict):
     """How far a resumable write got: bytes [0, offset) are durable and hash to prefix_sha256."""
 
-    offset: int = Field(ge=0, default=0)
-    prefix_sha256: Sha256Hex = Field(pattern=r"^[0-9a-f]{64}$", default=hashlib.sha256(b"").hexdigest())
+    offset: int = 0
+    prefix_sha256: Sha256Hex = _EMPTY_SHA256
+    _SHA_FIELDS: ClassVar[frozenset[str]] = frozenset({"prefix_sha256"})
+    _NON_NEGATIVE: ClassVar[frozenset[str]] = frozenset({"offset"})
 
 
+@dataclass(frozen=True, kw_only=True)
 class PatchSpec(_Strict):
     """A delta to download into the staging file and apply against the active slot."""
 
-    sha256: Sha256Hex = Field(pattern=r"^[0-9a-f]{64}$")
-    length: int = Field(ge=0)
-    base_sha256: Sha256Hex = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: Sha256Hex
+    length: int
+    base_sha256: Sha256Hex
+    _SHA_FIELDS: ClassVar[frozenset[str]] = frozenset({"sha256", "base_sha256"})
+    _NON_NEGATIVE: ClassVar[frozenset[str]] = frozenset({"length"})
 
 
+@dataclass(frozen=True, kw_only=True)
 class PendingUpdate(_Strict):
     """An update in progress towards the inactive slot (Mender's Download/ArtifactInstall states)."""
 
@@ -68,35 +212,40 @@ class PendingUpdate(_Strict):
     slot: SlotName
     kind: Literal["full", "delta"]
     manifest_b64: str
-    sha256: Sha256Hex = Field(pattern=r"^[0-9a-f]{64}$")
-    length: int = Field(ge=0)
-    counter: int = Field(ge=0)
+    sha256: Sha256Hex
+    length: int
+    counter: int
     patch: PatchSpec | None = None
-    patch_progress: WriteProgress = WriteProgress()
+    patch_progress: WriteProgress = field(default_factory=WriteProgress)
     patch_done: bool = False
-    progress: WriteProgress = WriteProgress()
+    progress: WriteProgress = field(default_factory=WriteProgress)
+    _SHA_FIELDS: ClassVar[frozenset[str]] = frozenset({"sha256"})
+    _NON_NEGATIVE: ClassVar[frozenset[str]] = frozenset({"length", "counter"})
 
 
+@dataclass(frozen=True, kw_only=True)
 class RefusedRelease(_Strict):
     counter: int
     sha256: Sha256Hex
     reason: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class StoreState(_Strict):
     format_version: Literal[1] = FORMAT_VERSION
-    generation: int = Field(ge=0)
+    generation: int
     active: SlotName
     # True while the active slot runs a new image on trial; the other slot holds the previous one.
     trial: bool = False
-    boot_attempts: int = Field(ge=0, default=0)
+    boot_attempts: int = 0
     # Anti-rollback floor: advances on commit only, never decreases.
-    installed_counter: int = Field(ge=0)
+    installed_counter: int
     refused: tuple[RefusedRelease, ...] = ()
     slots: dict[SlotName, SlotImage | None]
     pending: PendingUpdate | None = None
     # Why the last automatic transition happened (revert, fallback, recovery): for the agent's report.
     last_event: str | None = None
+    _NON_NEGATIVE: ClassVar[frozenset[str]] = frozenset({"generation", "boot_attempts", "installed_counter"})
 
     def image(self, slot: SlotName) -> SlotImage | None:
         return self.slots.get(slot)
@@ -127,8 +276,8 @@ def decode_state(data: bytes) -> StoreState:
         raise ValueError("state copy fails its checksum")
     try:
         return StoreState.model_validate(record)
-    except ValidationError as exc:
-        raise ValueError(f"state copy has a bad schema: {exc.error_count()} errors") from None
+    except StateSchemaError as exc:
+        raise ValueError(f"state copy has a bad schema: {exc}") from None
 
 
 def state_path(root: Path, generation: int) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from fleet_server.cli.agent_commands import agent_command
+from fleet_server.cli.ingest_commands import broker_app, ingest_app
 from fleet_server.cli.model_commands import model_app
 from fleet_server.cli.reference_commands import reference_command
 from fleet_server.cli.server_commands import server_app
@@ -26,6 +27,8 @@ model_app.command("reference", help="Train, convert and validate the reference f
 )
 app.add_typer(model_app, name="model")
 app.add_typer(server_app, name="server")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(broker_app, name="broker")
 app.command("agent", help="Run the device agent (one device) from a device.toml.")(agent_command)
 app.command("simulate", help="Run N simulated devices as real agents over real MQTT.")(simulate_command)
 

@@ -32,10 +32,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from fleet_server.ingest.batching import Batch, Pending, Received
-from fleet_server.ingest.classify import Accepted, LookupFailed, Rejected, classify
+from fleet_server.ingest.classify import LookupFailed, Rejected, classify
 from fleet_server.ingest.config import IngestConfig
 from fleet_server.ingest.dead_letter import DeadLetterReason
 from fleet_server.ingest.metrics import IngestMetrics
@@ -154,19 +154,48 @@ class IngestWorker:
     def run(self, stop: threading.Event | None = None, *, connect_timeout: float = 10.0) -> WorkerStats:
         """Connect and ingest until ``stop`` is set; a last commit + ack of what is pending, then leave."""
         stop = stop or self._stop
-        self.known_devices.refresh()
+        self._refresh_known_devices(stop)
         self.connect(connect_timeout)
+        # Commits run on their own thread: while PostgreSQL works on batch k, this thread decodes k+1.
+        # The hand-over queue holds one batch, so a slow database slows intake (back-pressure) instead of
+        # piling up memory; the broker stops sending at Receive Maximum unacked messages anyway.
+        handover: queue.Queue[tuple[list[Pending], bool] | None] = queue.Queue(maxsize=1)
+        writer = threading.Thread(
+            target=self._writer, args=(handover, stop), name="ingest-writer", daemon=True
+        )
+        writer.start()
         try:
             while not stop.is_set():
                 self._fill(stop)
                 if self._batch.due:
-                    self._flush(stop)
+                    handover.put((self._batch.take(), False))
             if len(self._batch):
-                self._flush(None, attempts=3)
+                handover.put((self._batch.take(), True))  # last commit + ack before leaving
         finally:
+            handover.put(None)
+            writer.join()
             self._client.disconnect()
             self._client.loop_stop()
         return self.stats
+
+    def _refresh_known_devices(self, stop: threading.Event) -> None:
+        delay = self.config.retry_initial_s
+        while True:
+            try:
+                self.known_devices.refresh()
+                return
+            except Exception as exc:  # database not up yet: wait for it rather than exit
+                log.warning("ingest: cannot read devices (%s); retrying in %.1fs", type(exc).__name__, delay)
+                if stop.wait(delay):
+                    raise
+                delay = min(delay * 2, self.config.retry_max_s)
+
+    def _writer(
+        self, handover: queue.Queue[tuple[list[Pending], bool] | None], stop: threading.Event
+    ) -> None:
+        while (job := handover.get()) is not None:
+            items, final = job
+            self._commit(items, None if final else stop, attempts=3 if final else None)
 
     def start(self) -> None:
         """Run in a background thread (tests, embedding in the API process)."""
@@ -213,9 +242,10 @@ class IngestWorker:
                 delay = min(delay * 2, self.config.retry_max_s)
         self._batch.add(Pending(item, outcome))
 
-    def _flush(self, stop: threading.Event | None, attempts: int | None = None) -> None:
+    def _commit(
+        self, items: list[Pending], stop: threading.Event | None, attempts: int | None = None
+    ) -> None:
         """Commit the batch (retrying with backoff), then ack every message in it, in order."""
-        items = self._batch.take()
         delay = self.config.retry_initial_s
         tries = 0
         while True:
@@ -224,7 +254,7 @@ class IngestWorker:
             try:
                 result = self._write(items)
                 break
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # DB errors above all; anything else must not kill the worker either
                 self.stats.commit_failures += 1
                 self.metrics.commit_failures.inc()
                 log.warning(
@@ -288,4 +318,4 @@ class IngestWorker:
             m.dead_letters.labels(reason).inc(k)
 
 
-__all__ = ["Accepted", "BrokerAddress", "IngestWorker", "WorkerStats"]
+__all__ = ["BrokerAddress", "IngestWorker", "WorkerStats"]

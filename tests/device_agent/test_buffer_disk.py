@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from device_agent.disk_buffer import (
     CURSOR_NAME,
@@ -23,6 +22,7 @@ from device_agent.disk_buffer import (
     DiskBuffer,
     RecordTooLarge,
 )
+from device_agent.sections import SectionError
 
 FAST = BufferSettings(max_bytes=64 * 1024, segment_bytes=4096, fsync=False)
 
@@ -203,11 +203,11 @@ def test_file_size_limit_on_write_drops_oldest_and_never_crashes(tmp_path: Path)
 
 
 def test_bad_settings_and_directories_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="segment_bytes"):
+    with pytest.raises(SectionError, match="segment_bytes"):
         BufferSettings(max_bytes=8192, segment_bytes=8192)
-    with pytest.raises(ValidationError, match="max_bytes"):
+    with pytest.raises(SectionError, match="max_bytes"):
         BufferSettings(max_bytes=10)
-    with pytest.raises(ValidationError, match="extra"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'budget'"):
         BufferSettings(max_bytes=8192, segment_bytes=2048, budget=3)  # type: ignore[call-arg]
     a_file = tmp_path / "file"
     a_file.write_text("x")

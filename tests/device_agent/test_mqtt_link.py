@@ -20,7 +20,8 @@ from pathlib import Path
 import cbor2
 import paho.mqtt.client as mqtt
 import pytest
-from pydantic import ValidationError
+
+from device_agent.sections import SectionError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -422,15 +423,15 @@ def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:
 
 
 def test_bad_settings_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="device id"):
+    with pytest.raises(SectionError, match="device id"):
         MqttSettings(device_id="a/b")
-    with pytest.raises(ValidationError, match="reconnect_max_s"):
+    with pytest.raises(SectionError, match="reconnect_max_s"):
         MqttSettings(device_id="d", reconnect_min_s=10, reconnect_max_s=1)
-    with pytest.raises(ValidationError, match="port"):
+    with pytest.raises(SectionError, match="port"):
         MqttSettings(device_id="d", port=70000)
-    with pytest.raises(ValidationError, match="does not exist"):
+    with pytest.raises(SectionError, match="does not exist"):
         TlsSettings(ca_file=tmp_path / "missing.pem")
-    with pytest.raises(ValidationError, match="together"):
+    with pytest.raises(SectionError, match="together"):
         TlsSettings(cert_file=tmp_path / "c.pem")
     with pytest.raises(ValueError, match="broker url"):
         MqttSettings.from_url("d", "http://broker:1883")

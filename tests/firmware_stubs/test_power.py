@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
+from firmware_stubs.checked import SpecError
 from firmware_stubs.hardware_profiles import CORTEX_M4F, get_profile
 from firmware_stubs.power import (
     VOLTAGE_CURVES,
@@ -152,16 +152,16 @@ def test_voltage_follows_the_battery_down() -> None:
      ({"capacity_mah": 100, "chemistry": "nimh"}, "chemistry")],
 )  # fmt: skip
 def test_bad_battery_specs_name_the_field(kwargs: dict[str, object], field: str) -> None:
-    with pytest.raises(ValidationError, match=field):
+    with pytest.raises(SpecError, match=field):
         BatterySpec(**kwargs)  # type: ignore[arg-type]
 
 
 def test_bad_charge_schedules() -> None:
-    with pytest.raises(ValidationError, match="charge_ma"):
+    with pytest.raises(SpecError, match="charge_ma"):
         PluggedIn(charge_ma=-5)
-    with pytest.raises(ValidationError, match="until_s"):
+    with pytest.raises(SpecError, match="until_s"):
         PluggedIn(charge_ma=5, from_s=100, until_s=50)
-    with pytest.raises(ValidationError, match="sunset_h"):
+    with pytest.raises(SpecError, match="sunset_h"):
         SolarCharging(peak_ma=5, sunrise_h=18, sunset_h=6)
     with pytest.raises(ValueError, match="not rechargeable"):
         PowerModel(CORTEX_M4F, BatterySpec(capacity_mah=220, chemistry="cr2032"), PluggedIn(charge_ma=5))

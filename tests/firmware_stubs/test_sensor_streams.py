@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
 from converters.features import FeatureSpec
 from converters.reference.datasets import load_kws_meta
+from firmware_stubs.checked import SpecError
 from firmware_stubs.sensor_streams import (
     BurstSpec,
     DriftSpec,
@@ -146,13 +146,13 @@ def test_stacked_drifts_apply_in_start_order() -> None:
 
 
 def test_bad_drift_specs() -> None:
-    with pytest.raises(ValidationError, match="start_s"):
+    with pytest.raises(SpecError, match="start_s"):
         DriftSpec(start_s=-1, shift=0.1)
-    with pytest.raises(ValidationError, match="changes nothing"):
+    with pytest.raises(SpecError, match="changes nothing"):
         DriftSpec(start_s=5)
-    with pytest.raises(ValidationError, match="scale"):
+    with pytest.raises(SpecError, match="scale"):
         DriftSpec(start_s=5, scale=0)
-    with pytest.raises(ValidationError, match="noise_std"):
+    with pytest.raises(SpecError, match="noise_std"):
         DriftSpec(start_s=5, noise_std=float("nan"))
     with pytest.raises(ValueError, match="no drifted pool"):
         SensorStream(small_pool()).inject_drift(DriftSpec(start_s=5, use_drifted_pool=True))
@@ -187,11 +187,11 @@ def test_permanent_fault_and_bad_fault_specs(digits: StreamPools) -> None:
     stream = SensorStream(digits)
     stream.inject_fault(FaultSpec(kind="nan", start_s=1))
     assert np.all(np.isnan(stream.read(10_000.0).window))
-    with pytest.raises(ValidationError, match="kind"):
+    with pytest.raises(SpecError, match="kind"):
         FaultSpec(kind="smoke", start_s=1)  # type: ignore[arg-type]
-    with pytest.raises(ValidationError, match="duration_s"):
+    with pytest.raises(SpecError, match="duration_s"):
         FaultSpec(kind="nan", start_s=1, duration_s=0)
-    with pytest.raises(ValidationError, match="start_s"):
+    with pytest.raises(SpecError, match="start_s"):
         BurstSpec(start_s=-3, duration_s=1)
 
 
@@ -267,11 +267,11 @@ def test_impossible_event_fractions_and_configs() -> None:
         SensorStream(no_events, StreamConfig(event_fraction=0.1))
     with pytest.raises(ValueError, match="no event windows"):
         SensorStream(no_events).inject_burst(BurstSpec(start_s=0, duration_s=1))
-    with pytest.raises(ValidationError, match="event_fraction"):
+    with pytest.raises(SpecError, match="event_fraction"):
         StreamConfig(event_fraction=1.5)
-    with pytest.raises(ValidationError, match="sequential"):
+    with pytest.raises(SpecError, match="sequential"):
         StreamConfig(mode="sequential", event_fraction=0.1)
-    with pytest.raises(ValidationError, match="value_range"):
+    with pytest.raises(SpecError, match="value_range"):
         StreamConfig(value_range=(1.0, 0.0))
 
 

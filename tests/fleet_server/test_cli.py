@@ -17,6 +17,7 @@ from fleet_api_support import bearer
 from typer.testing import CliRunner
 
 from fleet_server.cli.server_commands import server_app
+from fleet_server.db.migrate import head_revision
 
 runner = CliRunner()
 
@@ -32,10 +33,10 @@ def test_migrate_then_create_token_then_use_it(empty_db_url: str, tmp_path: Path
     assert json.loads(r.stdout) | {"database": None} == {
         "database": None,
         "from_revision": None,
-        "to_revision": "0001",
+        "to_revision": head_revision(),
     }
     again = json.loads(runner.invoke(server_app, ["migrate", "--json"], env=env).stdout)
-    assert (again["from_revision"], again["to_revision"]) == ("0001", "0001")
+    assert (again["from_revision"], again["to_revision"]) == (head_revision(), head_revision())
 
     r = runner.invoke(server_app, ["create-token", "--name", "root", "--role", "admin", "--json"], env=env)
     assert r.exit_code == 0, r.output

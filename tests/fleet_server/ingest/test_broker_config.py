@@ -171,3 +171,16 @@ def test_cli_broker_config(db_url: str, tmp_path: Path, monkeypatch: pytest.Monk
     r = runner.invoke(broker_app, ["--out", str(tmp_path / "o5")])
     assert r.exit_code == 1 and "tinyfleet server migrate" in r.output
     assert not (tmp_path / "o5").exists()
+
+
+def test_cli_ingest_run_bad_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet_server.cli.ingest_commands import ingest_app
+
+    runner = CliRunner()
+    monkeypatch.setenv("TINYFLEET_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    r = runner.invoke(ingest_app, ["--group", "bad/group"])
+    assert r.exit_code == 2 and "group" in r.output
+    r = runner.invoke(ingest_app, ["--batch-size", "0"])
+    assert r.exit_code == 2 and "batch_size" in r.output
+    r = runner.invoke(ingest_app, [])
+    assert r.exit_code == 1 and "tinyfleet server migrate" in r.output
