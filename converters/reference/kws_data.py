@@ -44,6 +44,11 @@ LOUD_NOISE_DBFS = -35.0
 DATASET_FILE = "kws_dataset.npz"
 STREAM_FILE_TEMPLATE = "kws_stream_{label}.npz"
 META_FILE = "kws_meta.json"
+# Threshold calibration runs on its own nominal-floor stream (other seed = other words, voices, noise),
+# so the nominal/loud streams the chain reports on stay held out. 600 s: one false wake = 6 per hour.
+CALIBRATION_STREAM_LABEL = "calibration"
+CALIBRATION_STREAM_SEED = 1
+CALIBRATION_STREAM_S = 600.0
 
 
 class KwsDataError(RuntimeError):
@@ -257,18 +262,17 @@ def write_dataset(out: Path, *, seed: int, spec: FeatureSpec, n_examples: int, s
     written = [ds_path]
     streams = {"nominal": NOMINAL_NOISE_DBFS, "loud": LOUD_NOISE_DBFS}
     for label, floor in streams.items():
-        print(f"  stream {label} at {floor} dBFS", file=sys.stderr)
-        frames, events = make_stream(seed, spec, duration_s=stream_s, noise_dbfs=floor)
-        path = out / STREAM_FILE_TEMPLATE.format(label=label)
-        np.savez_compressed(
-            path,
-            frames=quantize_features(frames),
-            feature_scale=np.float32(1.0 / 255.0),
-            noise_dbfs=np.float32(floor),
-            events=np.array([[e.onset_s, e.offset_s, e.class_id] for e in events], dtype=np.float64),
-            event_words=np.array([e.word for e in events]),
+        written.append(write_stream(out, label, seed=seed, spec=spec, duration_s=stream_s, noise_dbfs=floor))
+    written.append(
+        write_stream(
+            out,
+            CALIBRATION_STREAM_LABEL,
+            seed=CALIBRATION_STREAM_SEED,
+            spec=spec,
+            duration_s=CALIBRATION_STREAM_S,
+            noise_dbfs=NOMINAL_NOISE_DBFS,
         )
-        written.append(path)
+    )
     meta = {
         "seed": seed,
         "n_examples": n_examples,
@@ -284,6 +288,24 @@ def write_dataset(out: Path, *, seed: int, spec: FeatureSpec, n_examples: int, s
     return written
 
 
+def write_stream(
+    out: Path, label: str, *, seed: int, spec: FeatureSpec, duration_s: float, noise_dbfs: float
+) -> Path:
+    """Generate one continuous stream and store it as ``kws_stream_<label>.npz`` (uint8 features)."""
+    print(f"  stream {label}: seed {seed}, {duration_s:.0f} s at {noise_dbfs} dBFS", file=sys.stderr)
+    frames, events = make_stream(seed, spec, duration_s=duration_s, noise_dbfs=noise_dbfs)
+    path = out / STREAM_FILE_TEMPLATE.format(label=label)
+    np.savez_compressed(
+        path,
+        frames=quantize_features(frames),
+        feature_scale=np.float32(1.0 / 255.0),
+        noise_dbfs=np.float32(noise_dbfs),
+        events=np.array([[e.onset_s, e.offset_s, e.class_id] for e in events], dtype=np.float64),
+        event_words=np.array([e.word for e in events]),
+    )
+    return path
+
+
 def _espeak_version() -> str:
     done = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=False)
     return done.stdout.strip()
@@ -297,6 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--examples", type=int, default=3000, help="dataset size (balanced over 6 classes)")
     parser.add_argument("--stream-seconds", type=float, default=300.0)
+    parser.add_argument(
+        "--calibration-stream-only",
+        action="store_true",
+        help=f"write only {STREAM_FILE_TEMPLATE.format(label=CALIBRATION_STREAM_LABEL)} "
+        f"(seed {CALIBRATION_STREAM_SEED}, {CALIBRATION_STREAM_S:.0f} s, nominal floor)",
+    )
     args = parser.parse_args(argv)
     if args.examples < len(CLASS_NAMES) * 5:
         parser.error(f"--examples must be at least {len(CLASS_NAMES) * 5}")
@@ -305,6 +333,18 @@ def main(argv: list[str] | None = None) -> int:
     if not espeak_available():
         print("error: espeak-ng is not installed (apt-get install espeak-ng)", file=sys.stderr)
         return 2
+    if args.calibration_stream_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = write_stream(
+            args.out,
+            CALIBRATION_STREAM_LABEL,
+            seed=CALIBRATION_STREAM_SEED,
+            spec=FeatureSpec(),
+            duration_s=CALIBRATION_STREAM_S,
+            noise_dbfs=NOMINAL_NOISE_DBFS,
+        )
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
+        return 0
     for path in write_dataset(
         args.out, seed=args.seed, spec=FeatureSpec(), n_examples=args.examples, stream_s=args.stream_seconds
     ):
