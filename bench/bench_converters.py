@@ -171,8 +171,39 @@ def bench_task(task: str, work: Path, log: Any) -> dict[str, Any]:
         "train_seconds_per_model": {e.name: e.measurements.train_seconds for e in chain.entries},
         "per_tensor_lever": levers,
         "streams": {e.name: {k: v.model_dump() for k, v in e.streams.items()} for e in chain.entries},
+        "calibration": {e.name: e.calibration.model_dump() for e in chain.entries if e.calibration},
+        "streams_at_task_threshold": _task_threshold_baseline(chain, work / task),
         "rows": rows,
     }
+
+
+def _task_threshold_baseline(chain, directory: Path) -> dict[str, dict[str, dict[str, float]]]:  # type: ignore[no-untyped-def]
+    """Baseline in the same run: the same .tflite files on the same streams at the task-wide threshold."""
+    from converters.reference.chain import KWS_STRIDE_FRAMES, STREAM_LABELS
+    from converters.reference.datasets import load_kws_stream
+    from converters.reference.stream_eval import evaluate_stream
+
+    if chain.task != "kws":
+        return {}
+    streams = {label: load_kws_stream(label) for label in STREAM_LABELS}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for e in chain.entries:
+        out[e.name] = {}
+        for label, stream in streams.items():
+            m = evaluate_stream(
+                directory / e.artifact_dir / "full_int8.tflite",
+                stream,
+                chain.metadata.positive_class_ids,
+                threshold=chain.metadata.score_threshold,
+                suppression_s=chain.metadata.suppression_s or 1.0,
+                stride_frames=KWS_STRIDE_FRAMES,
+            )
+            out[e.name][label] = {
+                "threshold": m.threshold,
+                "false_activations_per_hour": m.false_activations_per_hour,
+                "false_rejection_rate": m.false_rejection_rate,
+            }
+    return out
 
 
 def _ratio_cell(ratio: float) -> str:
@@ -270,19 +301,44 @@ def render(results: list[dict[str, Any]]) -> None:
         )
         sizes.add_section()
     console.print(sizes)
-    streams = Table(title="KWS continuous stream (full_int8 on LiteRT): false activations / hour and FRR")
-    for h in ("model", "stream", "noise dBFS", "keywords", "false act./h", "FRR"):
+    calib = Table(title="KWS per-model threshold calibration (calibration stream, full_int8 on LiteRT)")
+    for h in ("model", "stream", "s", "target FA/h", "threshold", "FA/h", "FRR", "meets target"):
+        calib.add_column(h, justify="left" if h in ("model", "stream") else "right")
+    for res in results:
+        for model, c in res.get("calibration", {}).items():
+            calib.add_row(
+                model,
+                c["stream"],
+                f"{c['duration_s']:.0f}",
+                f"{c['target_false_activations_per_hour']:g}",
+                f"{c['threshold']:g}",
+                f"{c['false_activations_per_hour']:.0f}",
+                f"{100 * c['false_rejection_rate']:.1f} %",
+                "yes" if c["meets_target"] else f"[red]no[/] ({c['flag']})",
+            )
+    if calib.row_count:
+        console.print(calib)
+    streams = Table(
+        title="KWS held-out streams (full_int8 on LiteRT): calibrated threshold vs task-wide baseline"
+    )
+    for h in ("model", "stream", "noise dBFS", "keywords", "thr", "FA/h", "FRR", "base thr", "base FA/h",
+              "base FRR"):  # fmt: skip
         streams.add_column(h, justify="left" if h in ("model", "stream") else "right")
     for res in results:
         for model, per_stream in res["streams"].items():
             for label, m in per_stream.items():
+                b = res.get("streams_at_task_threshold", {}).get(model, {}).get(label)
                 streams.add_row(
                     model,
                     label,
                     f"{m['noise_dbfs']:.0f}",
                     str(m["keyword_events"]),
+                    f"{m['threshold']:g}",
                     f"{m['false_activations_per_hour']:.0f}",
                     f"{100 * m['false_rejection_rate']:.1f} %",
+                    f"{b['threshold']:g}" if b else "",
+                    f"{b['false_activations_per_hour']:.0f}" if b else "",
+                    f"{100 * b['false_rejection_rate']:.1f} %" if b else "",
                 )
     if streams.row_count:
         console.print(streams)

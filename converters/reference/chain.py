@@ -7,6 +7,11 @@ out_dir and renamed into place, so a failure leaves any earlier chain at out_dir
 Cost = full_int8 steady LiteRT latency x measured TFLM arena bytes: time and memory are what a
 device trades when it falls back (battery and RAM pressure). Entries run from most to least
 expensive; a device starts at the first entry its hardware fits and moves down the list.
+
+KWS detection threshold: each entry carries its own ``threshold``, calibrated on a separate
+calibration stream (``threshold_calibration``), and the nominal/loud stream metrics are measured at
+it. ``metadata.score_threshold`` stays the task-wide default for readers of older files and older
+agents; when an entry has a ``threshold``, the entry's value wins (``ChainReport.threshold_for``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -24,12 +29,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from converters.features import FeatureSpec
 from converters.reference.datasets import DatasetError, TaskData, load_kws_stream, load_kws_task
 from converters.reference.digits import load_digits_task
+from converters.reference.kws_data import CALIBRATION_STREAM_LABEL
 from converters.reference.model_zoo import TaskName, recipes
-from converters.reference.stream_eval import StreamMetrics, evaluate_stream
+from converters.reference.stream_eval import StreamMetrics, evaluate_stream, window_scores
+from converters.reference.threshold_calibration import (
+    DEFAULT_TARGET_FA_PER_HOUR,
+    DEFAULT_THRESHOLDS,
+    CalibrationError,
+    ThresholdCalibration,
+    calibrate_threshold,
+    check_calibration_request,
+)
 
 CHAIN_FILE = "chain.json"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: per-entry threshold + calibration (1.0 files still load)
 TASKS: tuple[TaskName, ...] = ("kws", "digits")
+# Task-wide default (kept for readers of schema 1.0); each KWS entry carries its calibrated threshold.
 # A keyword fires only when clearly above the other classes; 1 s suppression = one word per wake.
 KWS_THRESHOLD = 0.8
 KWS_SUPPRESSION_S = 1.0
@@ -88,7 +103,11 @@ class ChainEntry(_Model):
     full_int8_rejection_reason: str | None
     tflm_accuracy: float | None
     default_variants: dict[str, str | None]  # hardware class -> variant it runs by default (None: no fit)
-    streams: dict[str, StreamMetrics] = {}  # KWS only: performance calibration per noise floor
+    # KWS only: the entry's detection threshold (wins over metadata.score_threshold) and how it was chosen.
+    # Absent in schema 1.0 files: the task-wide threshold applies.
+    threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+    calibration: ThresholdCalibration | None = None
+    streams: dict[str, StreamMetrics] = {}  # KWS only: metrics per noise floor at the entry's threshold
     measurements: EntryMeasurements
 
 
@@ -108,6 +127,10 @@ class ChainReport(_Model):
     ordering: str = "descending cost = full_int8 latency_steady_us x tflm arena_bytes"
     entries: list[ChainEntry]
     measurements: ChainMeasurements
+
+    def threshold_for(self, entry: ChainEntry) -> float:
+        """The detection threshold a device should use with ``entry``: its own, else the task's."""
+        return entry.threshold if entry.threshold is not None else self.metadata.score_threshold
 
     def write(self, directory: Path) -> Path:
         path = Path(directory) / CHAIN_FILE
@@ -168,12 +191,21 @@ def build_reference_chain(
     seed: int = 0,
     progress: ChainProgress | None = None,
     overwrite: bool = False,
+    target_fa_per_hour: float = DEFAULT_TARGET_FA_PER_HOUR,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
 ) -> ChainReport:
-    """Train, convert, validate and order the chain of ``task``; see the module docstring."""
+    """Train, convert, validate and order the chain of ``task``; see the module docstring.
+
+    KWS only: ``target_fa_per_hour`` and ``thresholds`` drive the per-model threshold calibration.
+    """
     from converters.errors import ConversionError
 
     if task not in TASKS:
         raise ChainError(f"unknown reference task {task!r}; known: {', '.join(TASKS)}")
+    try:
+        grid = check_calibration_request(thresholds, target_fa_per_hour)
+    except CalibrationError as exc:
+        raise ChainError(f"{task}: threshold calibration: {exc}") from exc
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ChainError(f"{out} exists and is not a directory")
@@ -185,7 +217,7 @@ def build_reference_chain(
     tmp.mkdir()
     try:
         try:
-            report = _build_into(task, tmp, version, seed, report_progress)
+            report = _build_into(task, tmp, version, seed, report_progress, grid, target_fa_per_hour)
         except ConversionError as exc:
             raise ChainError(f"{task}: conversion failed: {exc}") from exc
         except DatasetError as exc:
@@ -212,7 +244,15 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _build_into(task: TaskName, work: Path, version: str, seed: int, progress: ChainProgress) -> ChainReport:
+def _build_into(
+    task: TaskName,
+    work: Path,
+    version: str,
+    seed: int,
+    progress: ChainProgress,
+    thresholds: Sequence[float],
+    target_fa_per_hour: float,
+) -> ChainReport:
     from converters.config import ConversionConfig, TaskInfo
     from converters.pipeline import convert_model
     from converters.reference.training import train
@@ -222,6 +262,7 @@ def _build_into(task: TaskName, work: Path, version: str, seed: int, progress: C
     data = load_task(task)
     meta = task_metadata(task, data)
     streams = {label: load_kws_stream(label) for label in STREAM_LABELS} if task == "kws" else {}
+    calibration_stream = load_kws_stream(CALIBRATION_STREAM_LABEL) if task == "kws" else None
     task_info = TaskInfo(
         class_names=meta.class_names,
         positive_class_ids=meta.positive_class_ids,
@@ -259,15 +300,29 @@ def _build_into(task: TaskName, work: Path, version: str, seed: int, progress: C
         convert_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         metrics: dict[str, StreamMetrics] = {}
-        if streams:
-            progress(f"{task}/{recipe.name}: stream false activations / rejections", base + share * 0.92)
+        calibration: ThresholdCalibration | None = None
+        if calibration_stream is not None:
+            progress(f"{task}/{recipe.name}: threshold calibration", base + share * 0.91)
             tflite = work / recipe.name / conv.variants["full_int8"].file
+            ends_s, scores = window_scores(tflite, calibration_stream, stride_frames=KWS_STRIDE_FRAMES)
+            calibration = calibrate_threshold(
+                ends_s,
+                scores,
+                calibration_stream,
+                meta.positive_class_ids,
+                stream_label=CALIBRATION_STREAM_LABEL,
+                suppression_s=KWS_SUPPRESSION_S,
+                stride_s=meta.window_stride_s or 0.1,
+                thresholds=thresholds,
+                target_fa_per_hour=target_fa_per_hour,
+            )
+            progress(f"{task}/{recipe.name}: stream false activations / rejections", base + share * 0.95)
             metrics = {
                 label: evaluate_stream(
                     tflite,
                     stream,
                     meta.positive_class_ids,
-                    threshold=meta.score_threshold,
+                    threshold=calibration.threshold,
                     suppression_s=KWS_SUPPRESSION_S,
                     stride_frames=KWS_STRIDE_FRAMES,
                 )
@@ -294,6 +349,8 @@ def _build_into(task: TaskName, work: Path, version: str, seed: int, progress: C
                 full_int8_rejection_reason=int8.rejection_reason,
                 tflm_accuracy=conv.tflm.accuracy if conv.tflm is not None else None,
                 default_variants={p: fit.default_variant for p, fit in conv.hardware_fit.items()},
+                threshold=calibration.threshold if calibration is not None else None,
+                calibration=calibration,
                 streams=metrics,
                 measurements=EntryMeasurements(
                     train_seconds=round(trained.train_seconds, 3),

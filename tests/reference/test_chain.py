@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from converters.features import FeatureSpec
 from converters.reference.chain import ChainError, ChainReport, build_reference_chain
 from converters.reference.datasets import load_kws_stream
+from converters.reference.kws_data import CALIBRATION_STREAM_LABEL
 from converters.reference.stream_eval import evaluate_stream
 from converters.report import ConversionReport
 from firmware_stubs.hardware_profiles import CORTEX_M4F
@@ -101,11 +103,58 @@ def test_kws_stream_metrics_are_computed_and_reproducible(kws_chain) -> None:  #
         directory / primary.artifact_dir / "full_int8.tflite",
         nominal,
         chain.metadata.positive_class_ids,
-        threshold=chain.metadata.score_threshold,
+        threshold=chain.threshold_for(primary),
         suppression_s=chain.metadata.suppression_s or 1.0,
     )
     assert again == primary.streams["nominal"]
     assert primary.streams["nominal"].false_rejection_rate < 0.5  # the primary model hears most keywords
+
+
+def test_each_kws_model_has_its_calibrated_threshold(kws_chain) -> None:  # type: ignore[no-untyped-def]
+    directory = kws_chain[0]
+    chain = ChainReport.read(directory)
+    calibration_stream = load_kws_stream(CALIBRATION_STREAM_LABEL)
+    nominal = load_kws_stream("nominal")
+    assert calibration_stream.duration_s >= 2 * nominal.duration_s  # a separate, longer stream
+    for entry in chain.entries:
+        cal = entry.calibration
+        assert cal is not None and entry.threshold == cal.threshold == chain.threshold_for(entry)
+        assert cal.stream == CALIBRATION_STREAM_LABEL and len(cal.curve) >= 10
+        # The real model on the calibration stream at the chosen threshold: target met, or flagged
+        # because no threshold of the curve met it.
+        m = evaluate_stream(
+            directory / entry.artifact_dir / "full_int8.tflite",
+            calibration_stream,
+            chain.metadata.positive_class_ids,
+            threshold=entry.threshold,
+            suppression_s=chain.metadata.suppression_s or 1.0,
+        )
+        assert math.isclose(m.false_activations_per_hour, cal.false_activations_per_hour, abs_tol=1e-3)
+        target = cal.target_false_activations_per_hour
+        if cal.meets_target:
+            assert m.false_activations_per_hour <= target and cal.flag is None
+            within = [p.false_rejection_rate for p in cal.curve if p.false_activations_per_hour <= target]
+            assert math.isclose(m.false_rejection_rate, min(within), abs_tol=1e-4)
+        else:
+            assert cal.flag and all(p.false_activations_per_hour > target for p in cal.curve)
+            assert m.false_activations == min(p.false_activations for p in cal.curve)
+        # The reported held-out metrics are measured at the entry's threshold, not the task-wide one.
+        assert {s.threshold for s in entry.streams.values()} == {entry.threshold}
+
+
+def test_schema_1_0_chain_without_entry_thresholds_still_loads(kws_chain, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    raw = json.loads((kws_chain[0] / "chain.json").read_text())
+    raw["schema_version"] = "1.0"
+    for entry in raw["entries"]:
+        del entry["threshold"], entry["calibration"]
+    (tmp_path / "chain.json").write_text(json.dumps(raw))
+    old = ChainReport.read(tmp_path)
+    assert all(e.threshold is None and e.calibration is None for e in old.entries)
+    assert {old.threshold_for(e) for e in old.entries} == {old.metadata.score_threshold}
+    raw["entries"][0]["threshold"] = 1.5  # a corrupt per-entry threshold is refused, not used
+    (tmp_path / "chain.json").write_text(json.dumps(raw))
+    with pytest.raises(ChainError, match=r"(?s)not a valid chain report.*threshold"):
+        ChainReport.read(tmp_path)
 
 
 def test_progress_is_reported_in_order(kws_chain) -> None:  # type: ignore[no-untyped-def]
@@ -128,6 +177,18 @@ def test_existing_chain_is_not_overwritten_without_consent(tmp_path: Path) -> No
         build_reference_chain("digits", target)
     assert (target / "chain.json").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chain"]  # no temporary directory left
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"target_fa_per_hour": -1.0}, "finite number >= 0"), ({"thresholds": ()}, "no thresholds")],
+)
+def test_bad_calibration_settings_are_refused_before_any_work(
+    tmp_path: Path, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ChainError, match=f"threshold calibration: {message}"):
+        build_reference_chain("kws", tmp_path / "x", **kwargs)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_out_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
