@@ -160,15 +160,18 @@ def stream_table(report: ChainReport) -> Table | None:
     meta = report.metadata
     table = Table(
         title=f"{report.task}: continuous stream, full_int8 on LiteRT "
-        f"(threshold {meta.score_threshold}, suppression {meta.suppression_s} s)"
+        f"(per-model calibrated threshold, suppression {meta.suppression_s} s)"
     )
-    for col in ("model", "stream", "noise floor dBFS", "keywords", "detections", "false act./h", "FRR"):
+    cols = ("model", "stream", "threshold", "noise floor dBFS", "keywords", "detections", "false act./h",
+            "FRR")  # fmt: skip
+    for col in cols:
         table.add_column(col, justify="left" if col in ("model", "stream") else "right")
     for e in report.entries:
         for label, m in e.streams.items():
             table.add_row(
                 e.name,
                 label,
+                f"{m.threshold:g}",
                 f"{m.noise_dbfs:.0f}",
                 str(m.keyword_events),
                 str(m.detections),
