@@ -131,7 +131,10 @@ class InferenceLoop:
         self.policy = policy if policy is not None else FallbackPolicy(len(manager.chain))
         self.config = config if config is not None else LoopConfig()
         self.preprocess = preprocess
-        self.rule = rule if rule is not None else manager.chain.rule  # e.g. a device-specific threshold
+        # An explicit rule (e.g. a device-specific threshold) is kept; otherwise the active chain level's
+        # calibrated threshold applies and follows every swap (see _sync_model).
+        self._rule_pinned = rule is not None
+        self.rule = rule if rule is not None else manager.chain.rule
         self.stats = LoopStats()
         self.shadow: ShadowRunner | None = None
         self._first_seq = first_seq
@@ -224,6 +227,8 @@ class InferenceLoop:
         if model.level is not None and model.level != self.policy.level:
             self.policy.follow(model.level)
         level = model.level if model.level is not None else 0
+        if not self._rule_pinned:
+            self.rule = self.manager.chain.rule_for(model.level)
         if self._agg is None:
             self._agg = self._aggregator_for(model, self._first_seq)
             self._agg.open(self.board.clock.now())

@@ -85,6 +85,11 @@ class _ChainEntryFile(_Record):
     rank: int
     name: str
     artifact_dir: str
+    threshold: float | None = None  # chain.json 1.1: calibrated per model; wins over the task threshold
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
+            raise ReportFieldError("threshold", f"must be in (0, 1], got {self.threshold}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +189,7 @@ class ChainLevel:
     level: int  # 0 = primary; fallback goes to higher levels
     name: str
     directory: Path
+    threshold: float | None = None  # this model's calibrated detection threshold, if the chain has one
 
 
 @dataclass(frozen=True)
@@ -209,8 +215,16 @@ class ModelChain:
         if not chain.entries:
             raise ModelLoadError(f"{path}: chain has no entries")
         entries = sorted(chain.entries, key=lambda e: e.rank)
-        levels = tuple(ChainLevel(i, e.name, d / e.artifact_dir) for i, e in enumerate(entries))
+        levels = tuple(
+            ChainLevel(i, e.name, d / e.artifact_dir, e.threshold) for i, e in enumerate(entries)
+        )
         return cls(task=chain.task, rule=chain.metadata.rule(), levels=levels)
+
+    def rule_for(self, level: int | None) -> TaskRule:
+        """The task rule with the level's own calibrated threshold, when the chain gives one."""
+        if level is None or not 0 <= level < len(self.levels) or self.levels[level].threshold is None:
+            return self.rule
+        return self.rule.model_copy(update={"score_threshold": self.levels[level].threshold})
 
     def __len__(self) -> int:
         return len(self.levels)

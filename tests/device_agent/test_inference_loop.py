@@ -192,3 +192,33 @@ def test_the_loop_is_fast_on_simulated_time(chain_dir: Path, flash_root: Path) -
     loop, board, windows, _ = make_loop(chain_dir, flash_root, CORTEX_M4F)
     loop.run(until_s=3600)
     assert board.clock.monotonic() >= 3600 and len(windows) >= 59
+
+
+def test_loop_decides_with_the_active_levels_calibrated_threshold(
+    chain_dir: Path, flash_root: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    d = tmp_path / "chain"
+    shutil.copytree(chain_dir, d)
+    chain = json.loads((d / "chain.json").read_text())
+    # Level 0 can never fire (int8 scores stop at 255/256); level 1 fires on anything.
+    thresholds = {0: 1.0, 1: 0.01}
+    for entry in chain["entries"]:
+        entry["threshold"] = thresholds.get(entry["rank"])
+    (d / "chain.json").write_text(json.dumps(chain))
+
+    loop, _, _, _ = make_loop(d, flash_root)
+    first = [loop.step() for _ in range(40)]
+    assert loop.rule.score_threshold == 1.0
+    assert all(r.score is not None and r.score < 1.0 for r in first)
+    assert not any(r.positive for r in first)
+
+    loop.manager.activate(1)  # a fallback or an operator: the next sample runs on level 1
+    second = [loop.step() for _ in range(40)]
+    assert loop.rule.score_threshold == 0.01
+    assert loop.rule.suppression_s is None  # digits: every sample is decided on its own
+    inferred = [r for r in second if r.score is not None]
+    assert inferred and all(r.positive == (r.score >= 0.01) for r in inferred)
+    assert any(r.positive for r in inferred)

@@ -187,3 +187,34 @@ def test_failed_load_leaves_the_active_model(
         m.activate(7)
     assert m.active is before and m.generation == gen
     assert m.infer(digits_eval[0][0]).model is before
+
+
+# ---------------------------------------------------------------------------- per-model thresholds
+
+
+def _set_entry_thresholds(d: Path, thresholds: dict[int, float]) -> None:
+    chain = json.loads((d / "chain.json").read_text())
+    for entry in chain["entries"]:
+        if entry["rank"] in thresholds:
+            entry["threshold"] = thresholds[entry["rank"]]
+    (d / "chain.json").write_text(json.dumps(chain))
+
+
+def test_per_entry_threshold_wins_over_the_task_threshold(chain_dir: Path, tmp_path: Path) -> None:
+    d = _copy_chain(chain_dir, tmp_path)
+    _set_entry_thresholds(d, {1: 0.97})
+    chain = ModelChain.from_dir(d)
+    task_threshold = chain.rule.score_threshold
+    assert task_threshold != 0.97
+    assert chain.rule_for(1).score_threshold == 0.97
+    assert chain.rule_for(0).score_threshold == task_threshold  # no entry threshold: the task's
+    assert chain.rule_for(None).score_threshold == task_threshold  # a model outside the chain
+    assert chain.rule_for(1).positive_class_ids == chain.rule.positive_class_ids
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.5, -0.2])
+def test_out_of_range_entry_threshold_is_refused(chain_dir: Path, tmp_path: Path, bad: float) -> None:
+    d = _copy_chain(chain_dir, tmp_path)
+    _set_entry_thresholds(d, {0: bad})
+    with pytest.raises(ModelLoadError, match="threshold"):
+        ModelChain.from_dir(d)
