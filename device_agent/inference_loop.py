@@ -131,10 +131,13 @@ class InferenceLoop:
         self.policy = policy if policy is not None else FallbackPolicy(len(manager.chain))
         self.config = config if config is not None else LoopConfig()
         self.preprocess = preprocess
-        # An explicit rule (e.g. a device-specific threshold) is kept; otherwise the active chain level's
-        # calibrated threshold applies and follows every swap (see _sync_model).
-        self._rule_pinned = rule is not None
-        self.rule = rule if rule is not None else manager.chain.rule
+        # An explicit rule (given here or assigned to .rule later, e.g. a device-specific threshold) is
+        # kept; otherwise the active chain level's calibrated threshold applies and follows every swap.
+        self._rule_pinned = False
+        if rule is not None:
+            self.rule = rule
+        else:
+            self._set_rule(manager.chain.rule)
         self.stats = LoopStats()
         self.shadow: ShadowRunner | None = None
         self._first_seq = first_seq
@@ -162,6 +165,10 @@ class InferenceLoop:
 
     @rule.setter
     def rule(self, rule: TaskRule) -> None:
+        self._rule_pinned = True
+        self._set_rule(rule)
+
+    def _set_rule(self, rule: TaskRule) -> None:
         # The decision's inputs, resolved once (TaskRule.positive_score's arithmetic, without its list
         # -> array conversion per call).
         self._rule = rule
@@ -228,7 +235,7 @@ class InferenceLoop:
             self.policy.follow(model.level)
         level = model.level if model.level is not None else 0
         if not self._rule_pinned:
-            self.rule = self.manager.chain.rule_for(model.level)
+            self._set_rule(self.manager.chain.rule_for(model.level))
         if self._agg is None:
             self._agg = self._aggregator_for(model, self._first_seq)
             self._agg.open(self.board.clock.now())

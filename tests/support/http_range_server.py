@@ -53,6 +53,12 @@ class _State:
     tokens: dict[str, str] = field(default_factory=dict)  # token -> device id
     log: list[RequestLog] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Handlers still running: a client can finish reading a body before its handler logs it.
+    in_flight: int = 0
+    idle: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.idle = threading.Condition(self.lock)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -82,6 +88,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         st = self.server.state
+        with st.lock:
+            st.in_flight += 1
+        try:
+            self._get(st)
+        finally:
+            with st.lock:
+                st.in_flight -= 1
+                st.idle.notify_all()
+
+    def _get(self, st: _State) -> None:
         path = self.path.split("?", 1)[0]
         allowed, device = self._device()
         m = _RANGE.match(self.headers.get("Range", ""))
@@ -176,8 +192,10 @@ class RangeServer(ThreadingHTTPServer):
         with self.state.lock:
             self.state.tokens[token] = device_id
 
-    def requests(self, path: str | None = None) -> list[RequestLog]:
+    def requests(self, path: str | None = None, *, settle_s: float = 5.0) -> list[RequestLog]:
+        """The logged requests, once every handler still running has logged its own."""
         with self.state.lock:
+            self.state.idle.wait_for(lambda: self.state.in_flight == 0, timeout=settle_s)
             return [r for r in self.state.log if path is None or r.path == path]
 
     def body_bytes(self, path: str | None = None) -> int:
