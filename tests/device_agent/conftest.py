@@ -10,12 +10,18 @@ simulated digits board's events are.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Test-support modules of this folder (ota_support_loader) import by name under importlib mode.
+_HERE = str(Path(__file__).parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 POSITIVE_DIGIT = 0
 
@@ -144,3 +150,11 @@ def digits_eval() -> tuple[np.ndarray, np.ndarray]:
 
     data = load_digits_task(0)
     return data.x_eval, data.y_eval
+
+
+@pytest.fixture(scope="session")
+def ota_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """v1/v2/v3 converter outputs, built once per session (see _ota_client_support.session_models)."""
+    from ota_support_loader import ota_client_support
+
+    return ota_client_support().session_models(tmp_path_factory)

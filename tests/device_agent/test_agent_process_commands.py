@@ -7,14 +7,13 @@ twice across the swaps; unsigned updates fail and change nothing."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from ota_support_loader import ota_client_support
 
 from device_agent.agent import Agent, AgentOptions
 from device_agent.config import AgentConfig, BrokerConfig, LoopConfig, ShadowConfig
@@ -25,23 +24,8 @@ from telemetry.schemas import Rollback, SetFallbackPolicy, SetShadowMode
 HERE = Path(__file__).parent
 
 
-def _support():
-    name = "tinyfleet_tests_ota_client_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "_ota_client_support.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules[name]
-
-
-S = _support()
+S = ota_client_support()
 RS = S.range_server_module()
-
-
-@pytest.fixture(scope="session")
-def ota_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return S.session_models(tmp_path_factory)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ota_support_loader import ota_client_support
 
 from device_agent.ota_state import load_record
 from ota.slot_state import read_copies
@@ -40,26 +41,8 @@ KILLS = int(os.environ.get("TINYFLEET_OTA_CLIENT_KILLS", "24"))
 SEED = int(os.environ.get("TINYFLEET_OTA_CLIENT_SEED", "20261123"))
 
 
-def _support():
-    import importlib.util
-
-    name = "tinyfleet_tests_ota_client_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "_ota_client_support.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _support()
+S = ota_client_support()
 RS = S.range_server_module()
-
-
-@pytest.fixture(scope="session")
-def ota_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """v1/v2/v3 converter outputs, built once per session (see _ota_client_support.session_models)."""
-    return S.session_models(tmp_path_factory)
 
 
 def _run(
