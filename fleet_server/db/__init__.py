@@ -3,15 +3,18 @@
 Importing this package registers every table on ``Base.metadata`` (what Alembic compares against).
 """
 
+from fleet_server.db.alerts import AlertRow
 from fleet_server.db.api_tokens import ApiToken
 from fleet_server.db.audit_log import AuditEntry
 from fleet_server.db.base import Base
 from fleet_server.db.devices import Device
 from fleet_server.db.engine import make_engine, make_session_factory
 from fleet_server.db.ml_models import ConversionJob, MlModel, ModelVersion
+from fleet_server.db.releases import Release, ReleaseDelta
 from fleet_server.db.telemetry import DeadLetter, DeviceEvent, OtaStatusReport, TelemetryWindow
 
 __all__ = [
+    "AlertRow",
     "ApiToken",
     "AuditEntry",
     "Base",
@@ -22,6 +25,8 @@ __all__ = [
     "MlModel",
     "ModelVersion",
     "OtaStatusReport",
+    "Release",
+    "ReleaseDelta",
     "TelemetryWindow",
     "make_engine",
     "make_session_factory",

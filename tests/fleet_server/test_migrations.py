@@ -19,6 +19,8 @@ from postgres import leftover_schemas, postgres_reachable, postgres_schema_url
 TABLES = {"devices", "models", "model_versions", "conversion_jobs", "api_tokens", "audit_log"}
 # 0002 (telemetry ingest)
 TABLES |= {"telemetry_windows", "device_events", "ota_status", "dead_letters"}
+# 0003 (releases, alerts); each later migration adds its own line here
+TABLES |= {"releases", "release_deltas", "alerts"}
 
 
 def test_upgrade_from_empty_creates_schema_matching_models(empty_db_url: str) -> None:

@@ -1,0 +1,22 @@
+"""catalog (reserved; filled by the work on model upload and conversion jobs)
+
+Revision ID: 0006
+Revises: 0005
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
