@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_TOOLS := espeak-ng bspatch xdelta3 mosquitto
+SYSTEM_TOOLS := espeak-ng bspatch xdelta3 mosquitto chromium chromedriver
 
 export TF_CPP_MIN_LOG_LEVEL := 2
 export TF_ENABLE_ONEDNN_OPTS := 0
@@ -25,8 +25,8 @@ system-tools:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages for:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng bsdiff xdelta3 mosquitto >/dev/null; \
-	  else echo "missing:$$missing (install espeak-ng bsdiff xdelta3 mosquitto)"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng bsdiff xdelta3 mosquitto chromium chromium-driver >/dev/null; \
+	  else echo "missing:$$missing (install espeak-ng bsdiff xdelta3 mosquitto chromium chromium-driver)"; fi; \
 	fi
 
 demo: $(STAMP) system-tools
