@@ -13,12 +13,12 @@ checks each value's type explicitly and ignores every other key. A bad value rai
 from __future__ import annotations
 
 import json
-import math
-import types
 import typing
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any, Self, get_args, get_origin
+from typing import Any, Self
+
+from firmware_stubs.typecheck import Rules, check_value
 
 
 class ReportFieldError(ValueError):
@@ -34,42 +34,17 @@ def _join(loc: str, key: object) -> str:
     return f"{loc}.{key}" if loc else str(key)
 
 
-def _value(tp: Any, v: Any, loc: str) -> Any:
-    origin = get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if v is None and len(args) < len(get_args(tp)):
-            return None
-        return _value(args[0], v, loc)
-    if origin is list:
-        if not isinstance(v, list):
-            raise ReportFieldError(loc, f"must be a list, got {type(v).__name__}")
-        return [_value(get_args(tp)[0], item, f"{loc}[{i}]") for i, item in enumerate(v)]
-    if origin is dict:
-        if not isinstance(v, dict):
-            raise ReportFieldError(loc, f"must be an object, got {type(v).__name__}")
-        return {str(k): _value(get_args(tp)[1], item, _join(loc, k)) for k, item in v.items()}
+def _nested(tp: Any, v: Any, loc: str) -> Any:
     if isinstance(tp, type) and issubclass(tp, _Record):
         return tp.from_obj(v, loc)
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise ReportFieldError(loc, f"must be true or false, got {v!r}")
-        return v
-    if tp is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ReportFieldError(loc, f"must be an integer, got {v!r}")
-        return v
-    if tp is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ReportFieldError(loc, f"must be a number, got {v!r}")
-        if not math.isfinite(v):
-            raise ReportFieldError(loc, f"must be finite, got {v!r}")
-        return float(v)
-    if tp is str:
-        if not isinstance(v, str):
-            raise ReportFieldError(loc, f"must be a string, got {type(v).__name__}")
-        return v
-    raise TypeError(f"{loc}: unsupported report field type {tp!r}")  # a programming error
+    return NotImplemented
+
+
+def _item(loc: str, key: str | int) -> str:
+    return f"{loc}[{key}]" if isinstance(key, int) else _join(loc, key)
+
+
+_RULES = Rules(fail=ReportFieldError, join=_item, nested=_nested)
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -92,7 +67,7 @@ class _Record:
                 if f.default is MISSING:
                     raise ReportFieldError(_join(loc, f.name), "field required")
                 continue
-            values[f.name] = _value(hints[f.name], obj[f.name], _join(loc, f.name))
+            values[f.name] = check_value(hints[f.name], obj[f.name], _join(loc, f.name), _RULES)
         return cls(**values)
 
 

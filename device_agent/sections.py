@@ -10,13 +10,11 @@ bool-for-number or str-for-number coercion; ints are accepted for floats), the b
 
 from __future__ import annotations
 
-import math
-import os
-import types
 import typing
-from dataclasses import MISSING, Field, dataclass, field, fields, replace
-from pathlib import Path
-from typing import Any, ClassVar, Self, get_args, get_origin
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, ClassVar, Self
+
+from firmware_stubs.typecheck import Rules, brief, check_bounds, check_value
 
 
 class SectionError(ValueError):
@@ -43,56 +41,17 @@ def bounded(
     return field(default=default, metadata=meta)
 
 
-def _brief(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check_bounds(f: Field[Any], v: float, loc: tuple[str, ...]) -> None:
-    m = f.metadata
-    if "gt" in m and not v > m["gt"]:
-        raise SectionError(loc, f"must be greater than {m['gt']}, got {_brief(v)}")
-    if "ge" in m and not v >= m["ge"]:
-        raise SectionError(loc, f"must be at least {m['ge']}, got {_brief(v)}")
-    if "le" in m and not v <= m["le"]:
-        raise SectionError(loc, f"must be at most {m['le']}, got {_brief(v)}")
-
-
-def _coerce(tp: Any, v: Any, loc: tuple[str, ...]) -> Any:
-    if get_origin(tp) in (types.UnionType, typing.Union):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if v is None and len(args) < len(get_args(tp)):
-            return None
-        tp = args[0]
-    if isinstance(tp, type) and issubclass(tp, Section):
-        if isinstance(v, tp):
-            return v
-        if isinstance(v, dict):
-            return tp.from_dict(v, loc)
-        raise SectionError(loc, f"must be a table of settings, got {_brief(v)}")
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise SectionError(loc, f"must be true or false, got {_brief(v)}")
+def _nested(tp: Any, v: Any, loc: tuple[str, ...]) -> Any:
+    if not (isinstance(tp, type) and issubclass(tp, Section)):
+        return NotImplemented
+    if isinstance(v, tp):
         return v
-    if tp is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise SectionError(loc, f"must be an integer, got {_brief(v)}")
-        return v
-    if tp is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise SectionError(loc, f"must be a number, got {_brief(v)}")
-        if not math.isfinite(v):
-            raise SectionError(loc, f"must be finite, got {_brief(v)}")
-        return float(v)
-    if tp is str:
-        if not isinstance(v, str):
-            raise SectionError(loc, f"must be a string, got {_brief(v)}")
-        return v
-    if tp is Path:
-        if not isinstance(v, (str, os.PathLike)):
-            raise SectionError(loc, f"must be a path, got {_brief(v)}")
-        return Path(v)
-    raise TypeError(f"{loc}: unsupported section field type {tp!r}")  # a programming error
+    if isinstance(v, dict):
+        return tp.from_dict(v, loc)
+    raise SectionError(loc, f"must be a table of settings, got {brief(v)}")
+
+
+_RULES = Rules(fail=SectionError, join=lambda loc, key: (*loc, str(key)), nested=_nested)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,9 +72,9 @@ class Section:
         hints = self._types()
         for f in fields(self):
             v = getattr(self, f.name)
-            new = _coerce(hints[f.name], v, (f.name,))
+            new = check_value(hints[f.name], v, (f.name,), _RULES)
             if new is not None and f.metadata:
-                _check_bounds(f, new, (f.name,))
+                check_bounds(f.metadata, new, (f.name,), SectionError)
             if new is not v:
                 object.__setattr__(self, f.name, new)
         self._validate()

@@ -12,12 +12,11 @@ record's own cross-field rule (:meth:`Checked._validate`). Unknown keywords are 
 from __future__ import annotations
 
 import copy
-import enum
-import math
-import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, ClassVar, Literal, Self, get_args, get_origin
+from typing import Any, ClassVar, Self
+
+from firmware_stubs.typecheck import Rules, check_bounds, check_value
 
 
 class SpecError(ValueError):
@@ -44,56 +43,24 @@ def spec(
     return field(default=default, metadata=meta)
 
 
-def _number(v: Any, name: str, *, allow_inf_nan: bool) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise SpecError(name, f"must be a number, got {v!r}")
-    if not allow_inf_nan and not math.isfinite(v):
-        raise SpecError(name, f"must be a finite number, got {v!r}")
-    return float(v)
+def _nested(tp: Any, v: Any, name: str) -> Any:
+    if not (isinstance(tp, type) and issubclass(tp, Checked)):
+        return NotImplemented
+    if isinstance(v, tp):
+        return v
+    if isinstance(v, dict):
+        return tp(**v)
+    raise SpecError(name, f"must be a {tp.__name__}, got {v!r}")
 
 
-def _coerce(tp: Any, v: Any, name: str, allow_inf_nan: bool) -> Any:
-    origin = get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if v is None and len(args) < len(get_args(tp)):
-            return None
-        return _coerce(args[0], v, name, allow_inf_nan)
-    if origin is Literal:
-        if isinstance(v, bool) or v not in get_args(tp):
-            raise SpecError(name, f"must be one of {get_args(tp)}, got {v!r}")
-        return v
-    if origin is tuple:
-        args = get_args(tp)
-        if not isinstance(v, (tuple, list)) or len(v) != len(args):
-            raise SpecError(name, f"must be a pair of numbers, got {v!r}")
-        return tuple(_coerce(a, x, name, allow_inf_nan) for a, x in zip(args, v, strict=True))
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(v)
-        except ValueError:
-            raise SpecError(name, f"must be one of {[m.value for m in tp]}, got {v!r}") from None
-    if isinstance(tp, type) and issubclass(tp, Checked):
-        if isinstance(v, tp):
-            return v
-        if isinstance(v, dict):
-            return tp(**v)
-        raise SpecError(name, f"must be a {tp.__name__}, got {v!r}")
-    if tp is float:
-        return _number(v, name, allow_inf_nan=allow_inf_nan)
-    if tp is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise SpecError(name, f"must be an integer, got {v!r}")
-        return v
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise SpecError(name, f"must be true or false, got {v!r}")
-        return v
-    if tp is str:
-        if not isinstance(v, str):
-            raise SpecError(name, f"must be a string, got {v!r}")
-        return v
-    raise TypeError(f"{name}: unsupported field type {tp!r}")  # a programming error
+def _same_loc(name: str, _key: str | int) -> str:
+    return name  # records are flat: an item's error names its field
+
+
+_RULES = {
+    allow: Rules(fail=SpecError, join=_same_loc, nested=_nested, allow_inf_nan=allow)
+    for allow in (False, True)
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,13 +76,9 @@ class Checked:
         for f in fields(self):
             v = getattr(self, f.name)
             m = f.metadata
-            new = _coerce(hints[f.name], v, f.name, bool(m.get("allow_inf_nan", False)))
+            new = check_value(hints[f.name], v, f.name, _RULES[bool(m.get("allow_inf_nan", False))])
             if new is not None and m:
-                for key, ok in (("gt", new > m.get("gt", -math.inf)), ("ge", new >= m.get("ge", -math.inf)),
-                                ("lt", new < m.get("lt", math.inf)), ("le", new <= m.get("le", math.inf))):
-                    if key in m and not ok:
-                        words = {"gt": "greater than", "ge": "at least", "lt": "less than", "le": "at most"}
-                        raise SpecError(f.name, f"must be {words[key]} {m[key]}, got {new!r}")
+                check_bounds(m, new, f.name, SpecError)
             if new is not v:
                 object.__setattr__(self, f.name, new)
         self._validate()

@@ -14,12 +14,12 @@ import copy
 import hashlib
 import json
 import re
-import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self, get_args, get_origin
+from typing import Any, ClassVar, Literal, Self
 
+from firmware_stubs.typecheck import Rules, check_value
 from ota.atomic_io import atomic_write
 
 SlotName = Literal["a", "b"]
@@ -47,48 +47,17 @@ def _fail(loc: str, msg: str) -> StateSchemaError:
     return StateSchemaError(f"{loc}: {msg}")
 
 
-def _check(tp: Any, v: Any, loc: str) -> Any:
-    """``v`` checked against the annotation ``tp`` (nested records built from dicts); raises _fail."""
-    if tp is Any:
+def _nested(tp: Any, v: Any, loc: str) -> Any:
+    if not (isinstance(tp, type) and issubclass(tp, _Strict)):
+        return NotImplemented
+    if isinstance(v, tp):
         return v
-    origin = get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if v is None and len(args) < len(get_args(tp)):
-            return None
-        return _check(args[0], v, loc)
-    if origin is Literal:
-        if isinstance(v, bool) or v not in get_args(tp):
-            raise _fail(loc, f"must be one of {get_args(tp)}, got {v!r}")
-        return v
-    if origin is tuple:  # tuple[X, ...]
-        if not isinstance(v, (list, tuple)):
-            raise _fail(loc, f"must be a list, got {type(v).__name__}")
-        return tuple(_check(get_args(tp)[0], item, f"{loc}.{i}") for i, item in enumerate(v))
-    if origin is dict:
-        kt, vt = get_args(tp)
-        if not isinstance(v, dict):
-            raise _fail(loc, f"must be a mapping, got {type(v).__name__}")
-        return {_check(kt, k, f"{loc}.{k}"): _check(vt, item, f"{loc}.{k}") for k, item in v.items()}
-    if isinstance(tp, type) and issubclass(tp, _Strict):
-        if isinstance(v, tp):
-            return v
-        if isinstance(v, dict):
-            return tp.model_validate(v, loc=loc)
-        raise _fail(loc, f"must be a {tp.__name__} record, got {type(v).__name__}")
-    if tp is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise _fail(loc, f"must be an integer, got {v!r}")
-        return v
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise _fail(loc, f"must be true or false, got {v!r}")
-        return v
-    if tp is str:
-        if not isinstance(v, str):
-            raise _fail(loc, f"must be a string, got {type(v).__name__}")
-        return v
-    raise TypeError(f"{loc}: unsupported field type {tp!r}")  # a programming error
+    if isinstance(v, dict):
+        return tp.model_validate(v, loc=loc)
+    raise _fail(loc, f"must be a {tp.__name__} record, got {type(v).__name__}")
+
+
+_RULES = Rules(fail=_fail, join=lambda loc, key: f"{loc}.{key}", nested=_nested)
 
 
 def _dump(v: Any, json_mode: bool) -> Any:
@@ -118,7 +87,7 @@ class _Strict:
         hints = _hints(type(self))
         for f in fields(self):
             v = getattr(self, f.name)
-            new = _check(hints[f.name], v, f.name)
+            new = check_value(hints[f.name], v, f.name, _RULES)
             if f.name in self._SHA_FIELDS and new is not None and not _SHA256.match(new):
                 raise _fail(f.name, f"must be 64 lowercase hex digits, got {new!r}")
             if f.name in self._NON_NEGATIVE and new < 0:
