@@ -102,7 +102,7 @@ class AgentOptions:
     battery: BatterySpec | None = None
     charging: ChargeSchedule | None = None
     root_public_keys: list[bytes] = field(default_factory=list)  # Ed25519 roots; none: every update fails
-    download_token: str | None = None  # bearer token for artifact downloads; None: the broker password
+    download_token: str | None = None  # bearer token for artifact downloads; None: Basic device id + secret
     buffer_fsync: bool = True  # False for simulated fleets (crash-safe, not power-loss safe)
     mqtt_poll_s: float = 0.05
     reconnect_min_s: float = 1.0
@@ -352,7 +352,12 @@ class Agent:
             installed_counter=self.store.state.installed_counter,
             agent_version=AGENT_VERSION,
         )
-        token = self.options.download_token or self.config.broker.read_password()
+        # The fleet server's device routes take HTTP Basic (device id + the MQTT secret); a separate
+        # bearer download token is only for artifact servers that want one.
+        if self.options.download_token:
+            fetcher = HttpFetcher(token=self.options.download_token)
+        else:
+            fetcher = HttpFetcher(credentials=(self.device_id, self.config.broker.read_password() or ""))
         health = GoldenHealthCheck(
             self.profile,
             lambda manifest: (self.find_companions(manifest.artifact_sha256) or (None, None))[0],
@@ -362,7 +367,7 @@ class Agent:
             self.store.root,
             self.store,
             trust,
-            HttpFetcher(token=token),
+            fetcher,
             health,
             device_id=self.device_id,
             sink=self.publisher.publish,

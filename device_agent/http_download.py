@@ -13,11 +13,16 @@ A :class:`HttpFetcher` turns a URL into an :data:`ota.installer.ChunkSource`: as
   progress a :class:`DownloadError` (``code = "download_failed"``) is raised;
 * 4xx answers other than 416 (401 bad token, 404) are not retried.
 
+Authentication: the fleet server's device routes take HTTP Basic with the device id and the device
+secret (the same credential as MQTT): ``HttpFetcher(credentials=(device_id, secret))``. A bearer
+``token`` is still accepted for plain file servers in front of a CDN or a test server.
+
 Trust is not decided here: whatever bytes arrive go through :mod:`ota.trust` before anything uses them.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 import urllib.error
@@ -65,17 +70,27 @@ class RetryPolicy:
 
 
 class HttpFetcher:
-    """HTTP(S) transport of one device: bearer token, timeouts, retry with backoff, byte accounting."""
+    """HTTP(S) transport of one device: Basic credentials (or a bearer token), timeouts, retry with
+    backoff, byte accounting."""
 
     def __init__(
         self,
         *,
         token: str | None = None,
+        credentials: tuple[str, str] | None = None,
         retry: RetryPolicy | None = None,
         chunk_size: int = 16 * 1024,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if token is not None and credentials is not None:
+            raise ValueError("give either a bearer token or Basic credentials, not both")
         self.token = token
+        self._basic: str | None = None
+        if credentials is not None:
+            device_id, secret = credentials
+            if not device_id or ":" in device_id or not secret:
+                raise ValueError("Basic credentials need a device id without ':' and a non-empty secret")
+            self._basic = base64.b64encode(f"{device_id}:{secret}".encode()).decode("ascii")
         self.retry = retry or RetryPolicy()
         self.chunk_size = chunk_size
         self.sleep = sleep
@@ -86,7 +101,9 @@ class HttpFetcher:
 
     def _open(self, url: str, offset: int | None) -> HTTPResponse:
         headers = {"User-Agent": "tinyfleet-agent", "Accept-Encoding": "identity"}
-        if self.token:
+        if self._basic is not None:
+            headers["Authorization"] = f"Basic {self._basic}"
+        elif self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         if offset is not None:
             headers["Range"] = f"bytes={offset}-"

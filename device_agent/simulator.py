@@ -8,9 +8,21 @@ the sensor pools (``firmware_stubs.sensors.task_pools`` caches them per process)
 model's bytes and report (one :class:`~device_agent.model_manager.ModelArtifact` per model and
 hardware class); each device has its own interpreter, disk buffer, slot store and state directory.
 
-Scripted scenarios (issue 6) plug in through :class:`Scenario`: ``on_start`` after every agent started,
-``on_step`` after every round (inject drift on ``agent.board.stream``, send commands, stop the broker…),
-``on_finish`` with the results before they are written.
+Scripted scenarios (issue 6) plug in through :class:`Scenario` (:mod:`device_agent.scenarios` has the
+named ones): ``setup_device`` (optional) before each agent is made (battery, charger, sensor seed),
+``on_start`` after every agent started, ``on_step`` after every round (inject drift on
+``agent.board.stream``, stop the broker, restart a device…), ``on_finish`` with the results before they
+are written (a scenario adds its own section under ``results["scenarios"]``).
+
+A fleet registered with a server passes each device's credential (``credentials``: device id -> secret;
+MQTT username = device id, the same secret authenticates OTA downloads) and the server's Ed25519 root
+keys (``root_public_keys``). Every device is a :class:`device_agent.companions.CompanionFetchingAgent`,
+which fetches a release's report and golden file before an update's trial health check.
+
+Driving: :meth:`FleetSimulator.run` (start, advance to ``duration_s``, finish), or step by step with
+:meth:`start`, :meth:`advance_to` and :meth:`finish` (the demo orchestrator interleaves server work with
+the rounds). :meth:`now` is the fleet's simulated wall clock (epoch seconds): a server that shares the
+simulation (rollout runner, drift evaluator) must use it, since windows carry simulated timestamps.
 
 Results (``results.json``): the settings, wall and simulated time, and per device the agent's
 counters (windows sent, inferences, positives, fallback switches, OTA state, battery, link, commands,
@@ -22,17 +34,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from device_agent.agent import Agent, AgentOptions, rss_kb
+from device_agent.companions import CompanionFetchingAgent
 from device_agent.config import AgentConfig, BrokerConfig, LoopConfig
 from device_agent.model_manager import ModelArtifact
-from firmware_stubs.clock import SimClock
+from firmware_stubs.clock import DEFAULT_SIM_EPOCH_S, SimClock
 from firmware_stubs.hardware_profiles import PROFILES
+from firmware_stubs.power import BatterySpec, ChargeSchedule
 from firmware_stubs.sensor_streams import StreamConfig
 
 log = logging.getLogger(__name__)
@@ -66,8 +81,22 @@ class SimulationSettings(BaseModel):
         return v
 
 
+@dataclass
+class DeviceSetup:
+    """What a scenario may change about one device before its agent is made."""
+
+    index: int
+    device_id: str
+    hardware_class: str
+    stream: StreamConfig
+    battery: BatterySpec | None = None  # None: the profile's battery
+    charging: ChargeSchedule | None = None  # None: no charger
+    tags: dict[str, str] = field(default_factory=dict)  # what the device is registered with (cohorts)
+
+
 class Scenario(Protocol):
-    """A script run alongside the fleet (issue 6). Every method may be a no-op."""
+    """A script run alongside the fleet (issue 6). Every method may be a no-op; ``setup_device(sim,
+    setup)`` is optional (looked up by name) and runs before each device's agent is made."""
 
     def on_start(self, sim: FleetSimulator) -> None: ...
 
@@ -80,75 +109,165 @@ Progress = Callable[[float, float], None]  # (simulated seconds done, total)
 
 
 class FleetSimulator:
-    def __init__(self, settings: SimulationSettings, *, scenario: Scenario | None = None) -> None:
+    def __init__(
+        self,
+        settings: SimulationSettings,
+        *,
+        scenario: Scenario | None = None,
+        credentials: Mapping[str, str] | None = None,
+        root_public_keys: Sequence[bytes] = (),
+        server_url: str | None = None,
+        agent_class: type[Agent] = CompanionFetchingAgent,
+    ) -> None:
         self.settings = settings
         self.scenario = scenario
+        self.credentials = dict(credentials or {})
+        self.root_public_keys = list(root_public_keys)
+        self.server_url = server_url
+        self.agent_class = agent_class
         self.agents: list[Agent] = []
+        self.setups: list[DeviceSetup] = []
         self._artifacts: dict[tuple[str, str], ModelArtifact] = {}
+        self._made: dict[str, tuple[AgentConfig, AgentOptions]] = {}
         self.t_s = 0.0
+        self.epoch_s = DEFAULT_SIM_EPOCH_S
+        self.restarts = 0
+        self._wall0: float | None = None
 
     def device_id(self, i: int) -> str:
         return f"{self.settings.device_prefix}-{i:04d}"
 
-    def build(self) -> list[Agent]:
-        """Create (not start) every agent; device i runs profile ``profiles[i % len(profiles)]``."""
+    def now(self) -> float:
+        """The fleet's simulated wall clock (epoch seconds), as every device's timestamps use it."""
+        return self.epoch_s + self.t_s
+
+    def setup_for(self, i: int) -> DeviceSetup:
+        """Device i's default set-up: profile ``profiles[i % len(profiles)]``, its own sensor seed."""
         s = self.settings
-        for i in range(s.devices):
-            dev = self.device_id(i)
-            config = AgentConfig(
-                device_id=dev,
-                hardware_class=s.profiles[i % len(s.profiles)],
-                model_dir=s.chain_dir,
-                state_dir=s.workdir / dev,
-                broker=BrokerConfig(url=s.broker_url),
-                loop=LoopConfig(sample_period_s=s.sample_period_s, window_s=s.window_s),
-            )
-            options = AgentOptions(
-                clock=SimClock(),
-                stream_config=StreamConfig(seed=s.seed * 100_003 + i),
-                buffer_fsync=False,  # a simulated fleet survives crashes of the process, not power cuts
-                mqtt_poll_s=0.1,
-                reconnect_min_s=0.2,
-                reconnect_max_s=5.0,
-                artifact_cache=self._artifacts,
-            )
-            self.agents.append(Agent(config, options))
+        return DeviceSetup(
+            index=i,
+            device_id=self.device_id(i),
+            hardware_class=s.profiles[i % len(s.profiles)],
+            stream=StreamConfig(seed=s.seed * 100_003 + i),
+        )
+
+    def build(self) -> list[Agent]:
+        """Create (not start) every agent (after the scenario's ``setup_device``, if it has one)."""
+        hook = getattr(self.scenario, "setup_device", None)
+        for i in range(self.settings.devices):
+            setup = self.setup_for(i)
+            if hook is not None:
+                hook(self, setup)
+            self.setups.append(setup)
+            self.agents.append(self._make_agent(setup))
         return self.agents
+
+    def _make_agent(self, setup: DeviceSetup) -> Agent:
+        s = self.settings
+        dev = setup.device_id
+        password = self.credentials.get(dev)
+        config = AgentConfig(
+            device_id=dev,
+            hardware_class=setup.hardware_class,
+            model_dir=s.chain_dir,
+            state_dir=s.workdir / dev,
+            server_url=self.server_url or AgentConfig.__dataclass_fields__["server_url"].default,
+            broker=BrokerConfig(url=s.broker_url, username=dev if password else None, password=password),
+            loop=LoopConfig(sample_period_s=s.sample_period_s, window_s=s.window_s),
+        )
+        options = AgentOptions(
+            clock=SimClock(self.epoch_s),
+            stream_config=setup.stream,
+            battery=setup.battery,
+            charging=setup.charging,
+            root_public_keys=list(self.root_public_keys),
+            buffer_fsync=False,  # a simulated fleet survives crashes of the process, not power cuts
+            mqtt_poll_s=0.1,
+            reconnect_min_s=0.2,
+            reconnect_max_s=5.0,
+            artifact_cache=self._artifacts,
+        )
+        self._made[dev] = (config, options)
+        return self.agent_class(config, options)
+
+    def agent(self, device_id: str) -> Agent:
+        for a in self.agents:
+            if a.device_id == device_id:
+                return a
+        raise KeyError(device_id)
+
+    def restart_agent(self, device_id: str) -> Agent:
+        """Stop one device (its process dies: nothing drained) and start a new agent on the same state
+        directory and clock, as after a reboot; the slot store, OTA record and disk buffer carry over."""
+        i = next(k for k, a in enumerate(self.agents) if a.device_id == device_id)
+        old = self.agents[i]
+        old.stop(drain_timeout_s=0)
+        config, options = self._made[device_id]
+        clock = old.board.clock
+        fresh = self.agent_class(config, options)
+        # The new board must continue the old one's simulated time.
+        if isinstance(clock, SimClock) and isinstance(fresh.board.clock, SimClock):
+            fresh.board.clock.advance_to(clock.monotonic())
+        fresh.start()
+        self.agents[i] = fresh
+        self.restarts += 1
+        return fresh
 
     def start(self) -> None:
         if not self.agents:
             self.build()
+        self._wall0 = time.monotonic()
         for agent in self.agents:
             agent.start()
         if self.scenario is not None:
             self.scenario.on_start(self)
 
-    def run(self, progress: Progress | None = None) -> dict[str, Any]:
-        """Start, advance every device to ``duration_s``, stop; return the results."""
+    def advance_to(self, t_end: float, progress: Progress | None = None, *, total: float | None = None) -> None:
+        """Run rounds of ``step_s`` until simulated time ``t_end`` (paced to ``sim_speed`` if set)."""
         s = self.settings
         step = s.step_s or s.window_s
-        wall0 = time.monotonic()
-        self.start()
+        if self._wall0 is None:
+            self._wall0 = time.monotonic()
+        t_start, wall_start = self.t_s, time.monotonic()
+        while self.t_s < t_end:
+            self.t_s = min(t_end, self.t_s + step)
+            for agent in self.agents:
+                agent.run_until(self.t_s)
+            if self.scenario is not None:
+                self.scenario.on_step(self, self.t_s)
+            if s.sim_speed is not None:
+                lag = wall_start + (self.t_s - t_start) / s.sim_speed - time.monotonic()
+                if lag > 0:
+                    time.sleep(lag)
+            if progress is not None:
+                progress(self.t_s, total if total is not None else t_end)
+
+    def finish(self) -> dict[str, Any]:
+        """Close every window, wait for delivery, stop every agent; the results (after ``on_finish``)."""
+        wall = time.monotonic() - (self._wall0 if self._wall0 is not None else time.monotonic())
         try:
-            while self.t_s < s.duration_s:
-                self.t_s = min(s.duration_s, self.t_s + step)
-                for agent in self.agents:
-                    agent.run_until(self.t_s)
-                if self.scenario is not None:
-                    self.scenario.on_step(self, self.t_s)
-                if s.sim_speed is not None:
-                    lag = wall0 + self.t_s / s.sim_speed - time.monotonic()
-                    if lag > 0:
-                        time.sleep(lag)
-                if progress is not None:
-                    progress(self.t_s, s.duration_s)
-            results = self._finish(time.monotonic() - wall0)
+            results = self._finish(wall)
         finally:
             for agent in self.agents:
                 agent.stop(drain_timeout_s=0)
         if self.scenario is not None:
             self.scenario.on_finish(self, results)
         return results
+
+    def stop(self) -> None:
+        """Stop every agent without collecting results (error paths)."""
+        for agent in self.agents:
+            agent.stop(drain_timeout_s=0)
+
+    def run(self, progress: Progress | None = None) -> dict[str, Any]:
+        """Start, advance every device to ``duration_s``, stop; return the results."""
+        self.start()
+        try:
+            self.advance_to(self.settings.duration_s, progress)
+        except BaseException:
+            self.stop()
+            raise
+        return self.finish()
 
     def _finish(self, run_wall_s: float) -> dict[str, Any]:
         # Close every open window first, then give all links together time to deliver.
@@ -169,6 +288,7 @@ class FleetSimulator:
             "wall_s": round(run_wall_s, 3),
             "sim_s": self.t_s,
             "process_rss_kb": rss_kb(),  # the whole fleet process, links still connected
+            "restarts": self.restarts,
             "devices": devices,
             "totals": _totals(devices),
         }

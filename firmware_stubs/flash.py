@@ -46,8 +46,10 @@ class FlashArea:
         self._full = False
         used = self.used_bytes()
         if used > budget_bytes:
-            raise ValueError(f"flash root {self.root} already holds {used} bytes, more than the budget of "
-                             f"{budget_bytes} bytes; use another directory or a larger budget")
+            raise ValueError(
+                f"flash root {self.root} already holds {used} bytes, more than the budget of "
+                f"{budget_bytes} bytes; use another directory or a larger budget"
+            )
 
     @classmethod
     def for_profile(
@@ -58,8 +60,10 @@ class FlashArea:
             raise ValueError(f"state_bytes must be a non-negative number of bytes, got {state_bytes!r}")
         budget = 2 * profile.model_flash_budget_bytes + state_bytes
         if budget > profile.flash_bytes:
-            raise ValueError(f"{profile.name}: two slots plus {state_bytes} state bytes = {budget} bytes "
-                             f"exceed the board's {profile.flash_bytes} bytes of flash")
+            raise ValueError(
+                f"{profile.name}: two slots plus {state_bytes} state bytes = {budget} bytes "
+                f"exceed the board's {profile.flash_bytes} bytes of flash"
+            )
         return cls(root, budget)
 
     # -- accounting ------------------------------------------------------------------------------
@@ -101,21 +105,25 @@ class FlashArea:
             freed = target.stat().st_size if target.is_file() else 0
         growth = n_bytes - freed
         if self._full and n_bytes > 0:
-            raise FlashFullError(f"flash area {self.root} is full (simulated full disk): "
-                                 f"cannot write {n_bytes} bytes")
+            raise FlashFullError(
+                f"flash area {self.root} is full (simulated full disk): cannot write {n_bytes} bytes"
+            )
         if growth <= 0:
             return
         free = self.budget_bytes - self.used_bytes()
         if growth > free:
-            raise FlashFullError(f"flash area {self.root}: writing {n_bytes} bytes needs {growth} more "
-                                 f"but only {max(free, 0)} of {self.budget_bytes} bytes are free")
+            raise FlashFullError(
+                f"flash area {self.root}: writing {n_bytes} bytes needs {growth} more "
+                f"but only {max(free, 0)} of {self.budget_bytes} bytes are free"
+            )
 
     def check_budget(self) -> None:
         """Raise :class:`FlashFullError` if the directory already holds more than the budget."""
         used = self.used_bytes()
         if used > self.budget_bytes:
-            raise FlashFullError(f"flash area {self.root} holds {used} bytes, over its budget of "
-                                 f"{self.budget_bytes} bytes")
+            raise FlashFullError(
+                f"flash area {self.root} holds {used} bytes, over its budget of {self.budget_bytes} bytes"
+            )
 
     # -- budgeted writes -------------------------------------------------------------------------
 

@@ -207,8 +207,10 @@ class PowerModel:
         self.battery_spec = battery if battery is not None else BatterySpec(capacity_mah=profile.battery_mah)
         self.charging: ChargeSchedule = charging if charging is not None else NoCharging()
         if not isinstance(self.charging, NoCharging) and self.battery_spec.chemistry not in RECHARGEABLE:
-            raise ValueError(f"a {self.battery_spec.chemistry.value} battery is not rechargeable; "
-                             f"use chemistry 'lipo' or no charge schedule")
+            raise ValueError(
+                f"a {self.battery_spec.chemistry.value} battery is not rechargeable; "
+                f"use chemistry 'lipo' or no charge schedule"
+            )
         for field in ("sleep_ma", "active_ma", "radio_tx_ma", "radio_bytes_per_s", "supply_volts"):
             value = getattr(profile, field)
             if not (math.isfinite(value) and value >= 0) or (field == "radio_bytes_per_s" and value == 0):
@@ -293,9 +295,15 @@ class PowerModel:
         average = self._drawn / (elapsed / SECONDS_PER_HOUR) if elapsed > 0 else self.profile.sleep_ma
         life = self._remaining / average * SECONDS_PER_HOUR if average > 0 else math.inf
         return PowerReport(
-            elapsed_s=elapsed, active_s=self._active_s, radio_s=self._radio_s, drawn_mah=self._drawn,
-            charged_mah=self._charged, energy_j=self._drawn * 3.6 * self.profile.supply_volts,
-            average_ma=average, remaining_mah=self._remaining, estimated_life_s=life,
+            elapsed_s=elapsed,
+            active_s=self._active_s,
+            radio_s=self._radio_s,
+            drawn_mah=self._drawn,
+            charged_mah=self._charged,
+            energy_j=self._drawn * 3.6 * self.profile.supply_volts,
+            average_ma=average,
+            remaining_mah=self._remaining,
+            estimated_life_s=life,
         )
 
 

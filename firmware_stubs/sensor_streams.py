@@ -51,11 +51,15 @@ class WindowPool:
         if w.ndim < 2 or w.shape[0] == 0:
             raise ValueError(f"pool {self.name!r}: windows must have shape (n >= 1, ...), got {w.shape}")
         if labels.shape != (w.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"pool {self.name!r}: labels must be {w.shape[0]} integers, got "
-                             f"shape {labels.shape} dtype {labels.dtype}")
+            raise ValueError(
+                f"pool {self.name!r}: labels must be {w.shape[0]} integers, got "
+                f"shape {labels.shape} dtype {labels.dtype}"
+            )
         if events.shape != (w.shape[0],) or events.dtype != np.bool_:
-            raise ValueError(f"pool {self.name!r}: is_event must be {w.shape[0]} booleans, got "
-                             f"shape {events.shape} dtype {events.dtype}")
+            raise ValueError(
+                f"pool {self.name!r}: is_event must be {w.shape[0]} booleans, got "
+                f"shape {events.shape} dtype {events.dtype}"
+            )
         if not np.all(np.isfinite(w)):
             raise ValueError(f"pool {self.name!r}: windows contain NaN or infinity")
         for arr in (w, labels, events):
@@ -73,8 +77,11 @@ class WindowPool:
 
     def aligned_with(self, other: WindowPool) -> bool:
         """Same windows positions: same shape, labels and events (e.g. one recording at two noise floors)."""
-        return (self.windows.shape == other.windows.shape and np.array_equal(self.labels, other.labels)
-                and np.array_equal(self.is_event, other.is_event))
+        return (
+            self.windows.shape == other.windows.shape
+            and np.array_equal(self.labels, other.labels)
+            and np.array_equal(self.is_event, other.is_event)
+        )
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,10 @@ class StreamPools:
 
     def __post_init__(self) -> None:
         if self.drifted is not None and not self.nominal.aligned_with(self.drifted):
-            raise ValueError(f"drifted pool {self.drifted.name!r} is not aligned with {self.nominal.name!r} "
-                             "(it must hold the same positions: same shape, labels and events)")
+            raise ValueError(
+                f"drifted pool {self.drifted.name!r} is not aligned with {self.nominal.name!r} "
+                "(it must hold the same positions: same shape, labels and events)"
+            )
 
 
 # Settings records are validated dataclasses (firmware_stubs.checked), not pydantic models: the simulated
@@ -217,8 +226,10 @@ class SensorStream:
 
     def inject_drift(self, drift: DriftSpec) -> None:
         if drift.use_drifted_pool and self.pools.drifted is None:
-            raise ValueError(f"pool {self.pools.nominal.name!r} has no drifted pool; "
-                             "drift it in feature space (shift, scale, noise_std) instead")
+            raise ValueError(
+                f"pool {self.pools.nominal.name!r} has no drifted pool; "
+                "drift it in feature space (shift, scale, noise_std) instead"
+            )
         self._drifts.append(drift)
         self._drifts.sort(key=lambda d: d.start_s)
 
@@ -276,8 +287,13 @@ class SensorStream:
         is_event = bool(self.pools.nominal.is_event[pos])
         self._remember(index, is_event)
         return SensorSample(
-            window=window, index=index, t_s=t, timestamp=t if timestamp is None else float(timestamp),
-            label=int(self.pools.nominal.labels[pos]), is_event=is_event, injected=tags,
+            window=window,
+            index=index,
+            t_s=t,
+            timestamp=t if timestamp is None else float(timestamp),
+            label=int(self.pools.nominal.labels[pos]),
+            is_event=is_event,
+            injected=tags,
         )
 
     def _remember(self, index: int, is_event: bool) -> None:
@@ -298,8 +314,10 @@ class SensorStream:
         idx = int(sample_index)
         if idx not in self._truth:
             issued = f"0..{self._next_index - 1}" if self._next_index else "none yet"
-            raise ValueError(f"sample {idx} was never read or is too old to remember "
-                             f"(issued: {issued}; the last {GROUND_TRUTH_MEMORY} are kept)")
+            raise ValueError(
+                f"sample {idx} was never read or is too old to remember "
+                f"(issued: {issued}; the last {GROUND_TRUTH_MEMORY} are kept)"
+            )
         t = float(t_s)
         if not math.isfinite(t) or t < 0:
             raise ValueError(f"detection time must be a finite number of seconds >= 0, got {t_s!r}")

@@ -33,8 +33,11 @@ def digits_pools(*, event_digit: int = 0, split: str = "eval", seed: int = 0) ->
     if isinstance(event_digit, bool) or not isinstance(event_digit, int) or not 0 <= event_digit <= 9:
         raise ValueError(f"event_digit must be a digit 0..9, got {event_digit!r}")
     task = load_digits_task(seed)
-    splits = {"train": (task.x_train, task.y_train), "calibration": (task.x_cal, task.y_cal),
-              "eval": (task.x_eval, task.y_eval)}
+    splits = {
+        "train": (task.x_train, task.y_train),
+        "calibration": (task.x_cal, task.y_cal),
+        "eval": (task.x_eval, task.y_eval),
+    }
     if split not in splits:
         raise ValueError(f"unknown digits split {split!r}; known: {', '.join(splits)}")
     x, y = splits[split]
@@ -82,8 +85,9 @@ def kws_pools(
     is_event = np.isin(labels, sorted(positive))
 
     def pool(label: str, frames: np.ndarray) -> WindowPool:
-        return WindowPool(windows=_kws_windows(frames, starts, n_win), labels=labels,
-                          is_event=is_event, name=f"kws-{label}")
+        return WindowPool(
+            windows=_kws_windows(frames, starts, n_win), labels=labels, is_event=is_event, name=f"kws-{label}"
+        )
 
     drifted_pool = None
     if drifted is not None:

@@ -16,10 +16,12 @@ import enum
 import hashlib
 import hmac
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from fleet_server.db import ApiToken, Device
@@ -88,6 +90,44 @@ def hash_device_secret(secret: str, *, iterations: int, salt: bytes | None = Non
     return f"${MOSQUITTO_PBKDF2_ID}${iterations}${b64(salt).decode()}${b64(digest).decode()}"
 
 
+class _VerifiedSecrets:
+    """Remembers which (device, stored hash, presented secret) triples passed PBKDF2 in this process.
+
+    PBKDF2 with 10,000 SHA-512 rounds costs ~10 ms of CPU, paid on *every* device HTTP request (and it
+    holds the GIL the event loop needs). The key includes the stored hash, so a rotated or deleted
+    credential (the caller still reads the stored hash from the database per request) never matches an
+    old entry; the presented secret is kept only as an HMAC under a per-process random key. Only
+    successes are cached: a wrong secret costs the full KDF every time.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._key = secrets.token_bytes(32)
+        self._max = max_entries
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _fingerprint(self, device_id: str, stored: str, secret: str) -> bytes:
+        message = b"\0".join((device_id.encode(), stored.encode(), secret.encode()))
+        return hmac.digest(self._key, message, "sha256")
+
+    def check(self, device_id: str, stored: str, secret: str) -> bool:
+        fingerprint = self._fingerprint(device_id, stored, secret)
+        with self._lock:
+            if fingerprint in self._seen:
+                self._seen.move_to_end(fingerprint)
+                return True
+        if not verify_device_secret(secret, stored):
+            return False
+        with self._lock:
+            self._seen[fingerprint] = None
+            if len(self._seen) > self._max:
+                self._seen.popitem(last=False)
+        return True
+
+
+_verified_secrets = _VerifiedSecrets()
+
+
 def verify_device_secret(secret: str, stored: str) -> bool:
     try:
         _, ident, iterations_s, salt_b64, digest_b64 = stored.split("$")
@@ -143,15 +183,29 @@ def issue_token(
 # ---------------------------------------------------------------- resolving an Authorization header
 
 
+# token hash -> when this process last wrote its last_used_at: 50 concurrent requests with one token
+# would otherwise all see the stale value at the minute boundary and all write (SQLite: lock waits).
+# Keyed by hash, not id: one process (tests) may serve several databases.
+_last_used_written: dict[str, dt.datetime] = {}
+
+
 def _authenticate_bearer(session: Session, token: str) -> OperatorPrincipal:
     if not token.startswith(OPERATOR_TOKEN_PREFIX) or len(token) > 200:
         raise AuthError("invalid bearer token")
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    # Columns, not the ORM entity: this runs on every operator request (no identity map work).
+    token_hash = hash_token(token)
+    row = session.execute(
+        select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.revoked_at, ApiToken.last_used_at).where(
+            ApiToken.token_hash == token_hash
+        )
+    ).one_or_none()
     if row is None or row.revoked_at is not None:
         raise AuthError("invalid or revoked bearer token")
     now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
-        row.last_used_at = now
+    last = max(filter(None, (row.last_used_at, _last_used_written.get(token_hash))), default=None)
+    if last is None or now - last > _LAST_USED_RESOLUTION:
+        _last_used_written[token_hash] = now
+        session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
         session.commit()
     return OperatorPrincipal(name=row.name, role=Role[row.role], token_id=row.id)
 
@@ -166,7 +220,7 @@ def _authenticate_basic(session: Session, encoded: str) -> DevicePrincipal:
         raise AuthError("malformed Basic credentials")
     stored = session.scalar(select(Device.mqtt_password_hash).where(Device.id == device_id))
     # Unknown device and wrong secret look the same to the caller.
-    if stored is None or not verify_device_secret(secret, stored):
+    if stored is None or not _verified_secrets.check(device_id, stored, secret):
         raise AuthError("invalid device credentials")
     return DevicePrincipal(device_id=device_id)
 

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
+from fleet_server import dashboard
 from fleet_server.api.audit_middleware import install_audit
+from fleet_server.api.body_limit import install_body_limit
 from fleet_server.api.errors import install_error_handlers
 from fleet_server.api.metrics import HttpMetrics, install_metrics
-from fleet_server.api.routes import audit, device_self, devices, health, tokens
+from fleet_server.api.routes import (
+    alerts,
+    artifacts,
+    audit,
+    device_self,
+    devices,
+    drift,
+    health,
+    keys,
+    releases,
+    retraining,
+    rollouts,
+    telemetry,
+    tokens,
+)
+from fleet_server.api.routes import models as model_routes
 from fleet_server.db import make_engine, make_session_factory
 from fleet_server.db.migrate import upgrade_to_head
 from fleet_server.settings import Settings
@@ -29,7 +48,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        runner = None
+        if settings.rollout_runner_enabled:  # the rollout runner thread (leads only if it gets the lock)
+            from fleet_server.rollout_runner.runner import build_runner
+
+            runner = build_runner(settings, engine, now=getattr(_app.state, "rollout_clock", time.time))
+            runner.start()
         yield
+        if runner is not None:
+            runner.stop()
         engine.dispose()
 
     app = FastAPI(
@@ -45,9 +72,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = HttpMetrics()
 
     install_error_handlers(app)
-    # Middleware added last runs first: metrics wraps everything, including the audit write.
+    # Middleware added last runs first: metrics wraps everything, including the audit write; the body
+    # limit sits inside the audit so that oversized requests are audited too.
+    install_body_limit(app)
     install_audit(app)
     install_metrics(app, app.state.metrics)
-    for module in (health, devices, device_self, tokens, audit):
+    for module in (
+        health,
+        devices,
+        device_self,
+        tokens,
+        audit,
+        dashboard,
+        releases,
+        keys,
+        artifacts,
+        model_routes,
+        rollouts,
+        telemetry,
+        drift,
+        alerts,
+        retraining,
+    ):
         app.include_router(module.router)
+    app.mount(
+        f"{dashboard.PREFIX}/static", StaticFiles(directory=dashboard.STATIC_DIR), name="dashboard-static"
+    )
     return app

@@ -1,50 +1,52 @@
 """Writes one audit-log row for every mutating request and every authentication/authorization refusal.
 
 Routes name their action and target with ``deps.set_audit``; requests refused before a route ran
-(401, 403, validation errors) are recorded under ``"<METHOD> <route template>"``. The row is written in
-its own session after the response is produced, so refused and failed requests are recorded too.
+(401, 403, validation errors, oversized bodies) are recorded under ``"<METHOD> <route template>"``.
+A pure ASGI middleware: the row is handed to the :class:`AuditWriter` thread after the response has
+been sent (refused and failed requests are recorded too), and this request's task waits for the
+commit without holding the event loop or a worker thread. Anonymous refusal floods are bounded
+per client IP and minute (``Settings.audit_anonymous_per_minute``, see fleet_server/audit_flood.py).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
-from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleet_server import audit
+from fleet_server.api.audit_writer import AuditWriter
 from fleet_server.api.deps import client_ip
-from fleet_server.api.metrics import route_template
+from fleet_server.api.metrics import scope_route_template
+from fleet_server.audit_flood import AnonymousFloodLimiter
 from fleet_server.auth import DevicePrincipal, OperatorPrincipal
 
-log = logging.getLogger("tinyfleet.audit")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _entry(request: Request, status_code: int) -> dict[str, Any]:
-    principal = getattr(request.state, "principal", None)
+    state = request.scope.get("state") or {}
+    principal = state.get("principal")
     if isinstance(principal, OperatorPrincipal):
         actor, kind = principal.name, "operator"
     elif isinstance(principal, DevicePrincipal):
         actor, kind = principal.device_id, "device"
     else:
         actor, kind = "anonymous", "anonymous"
-    named = getattr(request.state, "audit", None) or {}
+    named = state.get("audit") or {}
     params = request.scope.get("path_params") or {}
     target = named.get("target") or (",".join(str(v) for v in params.values()) or None)
     details: dict[str, Any] = dict(named.get("details") or {})
     details["method"] = request.method
     details["path"] = request.url.path[:200]
-    error = getattr(request.state, "error", None)
+    error = state.get("error")
     if error is not None and status_code >= 400:
         details["error"] = error
     return {
         "actor": actor,
         "actor_kind": kind,
-        "action": named.get("action") or f"{request.method} {route_template(request)}",
+        "action": named.get("action") or f"{request.method} {scope_route_template(request.scope)}",
         "target": target,
         "client_ip": client_ip(request),
         "outcome": audit.outcome_for_status(status_code),
@@ -53,26 +55,49 @@ def _entry(request: Request, status_code: int) -> dict[str, Any]:
     }
 
 
-def install_audit(app: FastAPI) -> None:
-    def write(entry: dict[str, Any]) -> None:
-        try:
-            with app.state.session_factory() as session:
-                audit.record(session, **entry)
-                session.commit()
-        except SQLAlchemyError:
-            # The response already went out; losing the row is logged loudly rather than hidden.
-            log.exception("could not write audit entry for %s %s", entry["action"], entry["target"])
+class AuditMiddleware:
+    def __init__(self, app: ASGIApp, writer: AuditWriter) -> None:
+        self.app = app
+        self.writer = writer
 
-    @app.middleware("http")
-    async def audit_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._flush_on_shutdown(receive), send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: int | None = None
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, send_and_note)
         except Exception:
-            if request.method not in _SAFE_METHODS:
-                await run_in_threadpool(write, _entry(request, 500))
+            if scope["method"] not in _SAFE_METHODS:
+                await self.writer.write(_entry(Request(scope), 500))
             raise
-        if request.method not in _SAFE_METHODS or response.status_code in (401, 403):
-            await run_in_threadpool(write, _entry(request, response.status_code))
-        return response
+        if status is not None and (scope["method"] not in _SAFE_METHODS or status in (401, 403)):
+            await self.writer.write(_entry(Request(scope), status))
+
+    def _flush_on_shutdown(self, receive: Receive) -> Receive:
+        # Drain the writer when shutdown is announced, i.e. before the app's lifespan disposes the engine.
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.writer.aclose()
+            return message
+
+        return wrapped
+
+
+def install_audit(app: FastAPI) -> None:
+    settings = app.state.settings
+    limiter = AnonymousFloodLimiter(settings.audit_anonymous_per_minute)
+    # The session factory is looked up per batch: the app may replace it after this call.
+    app.state.audit_writer = AuditWriter(lambda: app.state.session_factory(), limiter)
+    app.add_middleware(AuditMiddleware, writer=app.state.audit_writer)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPBasic, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from fleet_server.api.errors import ApiError
 from fleet_server.auth import AuthError, DevicePrincipal, OperatorPrincipal, Principal, Role, authenticate
@@ -30,13 +31,28 @@ _bearer_doc = _DocBearer(auto_error=False, description="Operator API token (tfo_
 _basic_doc = _DocBasic(auto_error=False, description="Device id and device secret (same as MQTT)")
 
 
-def get_settings(request: Request) -> Settings:
+# Cheap dependencies are ``async def`` on purpose: FastAPI runs every sync dependency in AnyIO's
+# threadpool, and each such hop costs the event loop more than the work itself (a thread hand-off,
+# a capacity limiter, a wake-up back on the loop). Only what touches the database runs on a thread.
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.session_factory() as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # A new Session does no I/O (it checks out a connection on first use, in a worker thread), so it
+    # is made on the event loop. Closing it ends the transaction and returns the connection: on
+    # PostgreSQL a network round trip, so on a thread; on SQLite a local call of microseconds, cheaper
+    # than the thread hand-off, so right here.
+    session: Session = request.app.state.session_factory()
+    try:
         yield session
+    finally:
+        if session.in_transaction() and not request.app.state.settings.is_sqlite:
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -60,7 +76,7 @@ def get_principal(
     try:
         principal = authenticate(session, authorization)
     except AuthError as exc:
-        session.rollback()  # give the connection back now; the audit writer needs one too
+        session.rollback()  # give the connection back now
         raise ApiError(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     request.state.principal = principal
     return principal
@@ -69,14 +85,14 @@ def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_role(minimum: Role) -> Callable[..., OperatorPrincipal]:
+def require_role(minimum: Role) -> Callable[..., Awaitable[OperatorPrincipal]]:
     """Dependency factory: an operator token with at least ``minimum``; devices always get 403."""
 
-    def dependency(
-        principal: PrincipalDep, session: SessionDep, _doc: Annotated[object, Depends(_bearer_doc)] = None
+    async def dependency(
+        principal: PrincipalDep, _doc: Annotated[object, Depends(_bearer_doc)] = None
     ) -> OperatorPrincipal:
-        if not isinstance(principal, OperatorPrincipal) or principal.role < minimum:
-            session.rollback()  # release the connection before the refusal is audited
+        # No database work here; the session (and its connection) is closed before the refusal is
+        # audited, since the audit row is written after the response (fleet_server/api/audit_writer.py).
         if not isinstance(principal, OperatorPrincipal):
             raise ApiError(403, "forbidden", "device credentials cannot call operator routes")
         if principal.role < minimum:
@@ -90,11 +106,10 @@ def require_role(minimum: Role) -> Callable[..., OperatorPrincipal]:
     return dependency
 
 
-def require_device(
-    principal: PrincipalDep, session: SessionDep, _doc: Annotated[object, Depends(_basic_doc)] = None
+async def require_device(
+    principal: PrincipalDep, _doc: Annotated[object, Depends(_basic_doc)] = None
 ) -> DevicePrincipal:
     if not isinstance(principal, DevicePrincipal):
-        session.rollback()
         raise ApiError(403, "forbidden", "this route is for device credentials only")
     return principal
 

@@ -93,7 +93,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    return error_response(request, exc.status_code, code, message, None, getattr(exc, "headers", None))
+    details = getattr(exc, "error_details", None)  # e.g. body_limit.BodyTooLarge: the limit
+    return error_response(request, exc.status_code, code, message, details, getattr(exc, "headers", None))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

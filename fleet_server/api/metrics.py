@@ -1,12 +1,18 @@
-"""Prometheus metrics for the HTTP API, on a registry per app (tests build many apps in one process)."""
+"""Prometheus metrics for the HTTP API, on a registry per app (tests build many apps in one process).
+
+Collected by a pure ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware("http")``)
+spawns a task group, a memory stream and a streaming response wrapper per request, which cost more
+event-loop time than the whole of a small route (see bench/RESULTS-server-api.md).
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Route templates, never raw paths, as labels: bounded cardinality.
 UNMATCHED = "<unmatched>"
@@ -30,22 +36,44 @@ class HttpMetrics:
         )
 
 
-def route_template(request: Request) -> str:
-    route = request.scope.get("route")
-    path = getattr(route, "path", None)
+def scope_route_template(scope: Scope) -> str:
+    """The matched route's path template (the router records the route in the shared scope)."""
+    path = getattr(scope.get("route"), "path", None)
     return path if isinstance(path, str) else UNMATCHED
 
 
-def install_metrics(app: FastAPI, metrics: HttpMetrics) -> None:
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+def route_template(request: Request) -> str:
+    return scope_route_template(request.scope)
+
+
+class MetricsMiddleware:
+    """Counts requests and observes latency per (method, route template, status)."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
-        status = 500
+        status = 500  # what the client gets when the app raises before starting a response
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_and_note)
         finally:
-            route = route_template(request)
-            metrics.requests.labels(request.method, route, str(status)).inc()
-            metrics.latency.labels(request.method, route).observe(time.perf_counter() - start)
+            route = scope_route_template(scope)
+            method: Any = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
+
+
+def install_metrics(app: FastAPI, metrics: HttpMetrics) -> None:
+    app.add_middleware(MetricsMiddleware, metrics=metrics)

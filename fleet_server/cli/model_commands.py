@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from fleet_server.catalog.inputs import InputFileError, eval_arrays, load_array
 
 model_app = typer.Typer(
     help="Convert Keras models into TFLite / TFLite Micro artifacts with a validation report.",
@@ -29,54 +30,15 @@ model_app = typer.Typer(
 _err = Console(stderr=True)
 
 
-class CliInputError(Exception):
-    """A file given on the command line is missing or does not hold what it should."""
-
-
 def _fail(message: str, code: int) -> typer.Exit:
     _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
-def _load_array(path: Path, what: str, npz_keys: tuple[str, ...]) -> np.ndarray:
-    if not path.is_file():
-        raise CliInputError(f"{what} file {path} does not exist")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise CliInputError(f"{what} file {path} is not a .npy/.npz file: {exc}") from exc
-    if isinstance(loaded, np.ndarray):
-        return loaded
-    with loaded:
-        keys = list(loaded.keys())
-        for key in npz_keys:
-            if key in keys:
-                return loaded[key]
-        if len(keys) == 1:
-            return loaded[keys[0]]
-        raise CliInputError(f"{what} file {path} has keys {keys}; expected one of {list(npz_keys)}")
-
-
-def _eval_arrays(
-    eval_npz: Path | None, eval_x: Path | None, eval_y: Path | None
-) -> tuple[np.ndarray, np.ndarray]:
-    if eval_npz is not None:
-        if eval_x is not None or eval_y is not None:
-            raise CliInputError("give either --eval or --eval-x/--eval-y, not both")
-        if not eval_npz.is_file():
-            raise CliInputError(f"evaluation file {eval_npz} does not exist")
-        try:
-            with np.load(eval_npz, allow_pickle=False) as data:
-                if not hasattr(data, "keys") or "x" not in data or "y" not in data:
-                    raise CliInputError(f"evaluation file {eval_npz} must be an .npz with arrays 'x' and 'y'")
-                return data["x"], data["y"]
-        except CliInputError:
-            raise
-        except Exception as exc:
-            raise CliInputError(f"evaluation file {eval_npz} is not an .npz file: {exc}") from exc
-    if eval_x is None or eval_y is None:
-        raise CliInputError("evaluation data missing: give --eval FILE.npz or both --eval-x and --eval-y")
-    return _load_array(eval_x, "evaluation inputs", ("x",)), _load_array(eval_y, "evaluation labels", ("y",))
+# Shared with the server's conversion job (uploads): one reader, one set of messages.
+CliInputError = InputFileError
+_load_array = load_array
+_eval_arrays = eval_arrays
 
 
 @contextlib.contextmanager

@@ -150,27 +150,90 @@ def create_token(
     Console(width=200).print(table)
 
 
+# Process-level tuning for serving (applied in each server process after the app is built):
+# the app's import leaves ~115k long-lived objects that every full collection walked again; under
+# 50 concurrent clients a full collection ran every ~1.5 s and took 150-300 ms, stalling every request
+# in flight (bench/RESULTS-server-api.md). Freezing them and collecting the young generation less often
+# removed ~90 % of the collector's time.
+GC_THRESHOLDS = (10_000, 50, 100)
+
+
+def _tune_gc_for_serving() -> None:
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def serving_app() -> Any:
+    """App factory of each uvicorn worker process (``--workers N``): settings from TINYFLEET_*."""
+    from fleet_server.api import create_app
+
+    app = create_app()
+    _tune_gc_for_serving()
+    return app
+
+
 @server_app.command("run")
 def run(
     host: Annotated[str | None, typer.Option(help="Bind address (default TINYFLEET_API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default TINYFLEET_API_PORT).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="uvicorn worker processes (default TINYFLEET_API_WORKERS, 1)."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="One log line per request (at info).")
+    ] = True,
 ) -> None:
     """Serve the operator and device API with uvicorn (migrates the database first)."""
+    import os
+
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
     from fleet_server.api import create_app
 
-    settings = _settings(api_host=host, api_port=port)
-    try:
-        app = create_app(settings)
-    except SQLAlchemyError as exc:
-        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
-        raise _fail(f"database {_safe_url(settings.database_url)}: {reason}", 1) from None
-    _err.print(
+    settings = _settings(api_host=host, api_port=port, api_workers=workers)
+    where = (
         f"TinyFleet server on http://{settings.api_host}:{settings.api_port} "
-        f"(database {_safe_url(settings.database_url)}; OpenAPI at /docs)",
-        highlight=False,
+        f"(database {_safe_url(settings.database_url)}; OpenAPI at /docs)"
     )
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level=log_level)
+    options: dict[str, Any] = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_level": log_level,
+        "access_log": access_log,
+    }
+    if settings.api_workers == 1:
+        try:
+            app = create_app(settings)
+        except SQLAlchemyError as exc:
+            reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+            raise _fail(f"database {_safe_url(settings.database_url)}: {reason}", 1) from None
+        _tune_gc_for_serving()
+        _err.print(where, highlight=False)
+        uvicorn.run(app, **options)
+        return
+    # Several processes: migrate once here (concurrent upgrades would race), then every worker builds
+    # its app from the environment, which carries this command's overrides.
+    engine = _engine(settings)
+    try:
+        _migrate(engine, settings)
+    finally:
+        engine.dispose()
+    os.environ.update(
+        {
+            "TINYFLEET_API_HOST": settings.api_host,
+            "TINYFLEET_API_PORT": str(settings.api_port),
+            "TINYFLEET_MIGRATE_ON_START": "false",
+        }
+    )
+    if settings.is_sqlite:
+        os.environ.setdefault("TINYFLEET_DATABASE_URL", settings.database_url)
+    _err.print(f"{where}, {settings.api_workers} worker processes", highlight=False)
+    uvicorn.run(
+        "fleet_server.cli.server_commands:serving_app", factory=True, workers=settings.api_workers, **options
+    )

@@ -4,6 +4,10 @@ process on simulated time; writes a results JSON for tests and benchmarks.
     tinyfleet simulate --devices 50 --profiles pi-zero-2w,esp32-s3 --broker mqtt://127.0.0.1:1883 \
         --chain-dir out/demo/reference/digits --duration 3600 --sim-speed 600 --results out/sim.json
 
+Scenarios (device_agent/scenarios.py), repeatable: ``--scenario drift --scenario low-battery``; each
+writes its section under ``scenarios`` in the results. ``broker-outage`` needs a broker the command can
+stop: ``--broker embedded`` runs the demo's embedded MQTT broker (amqtt) in this process.
+
 Exit codes: 0 done (every device's buffer drained), 1 some device did not deliver everything before
 the drain timeout, 2 bad option (one line naming it). Imports device_agent only (no TensorFlow).
 Wire into fleet_server/cli/main.py with ``app.command("simulate")(simulate_command)``.
@@ -50,7 +54,9 @@ def simulate_command(
     profiles: Annotated[
         str, typer.Option(help="Comma-separated hardware profiles, assigned round-robin.")
     ] = ("pi-zero-2w"),
-    broker: Annotated[str, typer.Option(help="MQTT broker URL.")] = "mqtt://127.0.0.1:1883",
+    broker: Annotated[
+        str, typer.Option(help="MQTT broker URL, or 'embedded' for an in-process broker.")
+    ] = "mqtt://127.0.0.1:1883",
     chain_dir: Annotated[
         Path, typer.Option(help="Fallback chain every device starts with (chain.json).")
     ] = Path("out/demo/reference/digits"),
@@ -66,6 +72,10 @@ def simulate_command(
     prefix: Annotated[str, typer.Option(help="Device id prefix: <prefix>-0000, <prefix>-0001, ...")] = "sim",
     seed: Annotated[int, typer.Option(help="Sensor stream seed.")] = 0,
     results: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("simulation.json"),
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help="Scripted scenario (repeatable): bad-model, drift, low-battery, broker-outage, device-churn."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Agent log level (stderr).")] = "warning",
 ) -> None:
     """Run N simulated devices as real agents against an MQTT broker and write per-device counters."""
@@ -73,7 +83,21 @@ def simulate_command(
 
     from device_agent.model_manager import ModelChain
     from device_agent.runtime.base import ModelLoadError
+    from device_agent.scenarios import SCENARIOS, make_scenarios
     from device_agent.simulator import FleetSimulator, SimulationSettings, write_results
+
+    names = list(scenario or [])
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise _fail(f"--scenario: unknown {', '.join(unknown)}; known: {', '.join(sorted(SCENARIOS))}")
+    embedded = None
+    if broker == "embedded":
+        from fleet_server.demo.embedded_broker import EmbeddedBroker
+
+        embedded = EmbeddedBroker()
+        broker = embedded.url
+    elif "broker-outage" in names:
+        raise _fail("--scenario broker-outage needs --broker embedded (a broker this command can stop)")
 
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
@@ -102,7 +126,10 @@ def simulate_command(
         raise _fail(f"--chain-dir: {exc}") from None
 
     console = Console()
-    sim = FleetSimulator(settings)
+    plan = make_scenarios(names, settings.duration_s, broker=embedded) if names else None
+    sim = FleetSimulator(settings, scenario=plan)
+    if embedded is not None:
+        embedded.start()
     with Progress(
         TextColumn("[bold]simulating[/]"),
         BarColumn(),
@@ -115,7 +142,11 @@ def simulate_command(
             sim.build()
         except Exception as exc:  # e.g. a chain with no model for one of the profiles
             raise _fail(f"cannot set up the devices: {exc}") from None
-        out = sim.run(progress=lambda done, _total: bar.update(task, completed=done))
+        try:
+            out = sim.run(progress=lambda done, _total: bar.update(task, completed=done))
+        finally:
+            if embedded is not None:
+                embedded.stop()
     write_results(out, results)
     _print_summary(console, out)
     console.print(f"results: {results}")

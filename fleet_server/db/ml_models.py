@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+from typing import Any
+
 from sqlalchemy import CheckConstraint, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from fleet_server.db.base import Base, BigId, UTCDateTime, utcnow
+from fleet_server.db.base import Base, BigId, JsonDict, UTCDateTime, utcnow
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -35,6 +37,14 @@ class ModelVersion(Base):
     # Directory in the artifact store holding the converter output (report.json, variants, C array).
     artifact_dir: Mapped[str | None] = mapped_column(String(512), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # 0006 (catalog). Directory (relative to the artifact store) holding the uploaded inputs; None for
+    # versions registered from an already converted directory.
+    upload_dir: Mapped[str | None] = mapped_column(String(512), default=None)
+    # Conversion options as uploaded (fleet_server.catalog.options.ConversionOptions, JSON).
+    options: Mapped[dict[str, Any] | None] = mapped_column(JsonDict, default=None)
+    # Small digest of report.json (accuracy per variant, sizes, hardware fit) for list views.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JsonDict, default=None)
+    created_by: Mapped[str | None] = mapped_column(String(128), default=None)
 
     model: Mapped[MlModel] = relationship(back_populates="versions")
     jobs: Mapped[list[ConversionJob]] = relationship(
@@ -68,5 +78,14 @@ class ConversionJob(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # 0006 (catalog). The worker holding a running job refreshes heartbeat_at; a stale heartbeat means
+    # the worker died and the job is requeued (attempts += 1) or failed after the last attempt.
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    worker: Mapped[str | None] = mapped_column(String(128), default=None)
+    queue: Mapped[str | None] = mapped_column(String(16), default=None)  # "local" or "rq"
+    retry_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversion_jobs.id", ondelete="SET NULL"), default=None
+    )
+    created_by: Mapped[str | None] = mapped_column(String(128), default=None)
 
     model_version: Mapped[ModelVersion] = relationship(back_populates="jobs")

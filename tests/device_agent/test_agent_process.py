@@ -172,7 +172,15 @@ def test_broker_down_at_start_then_agent_restart_loses_no_window(chain_dir: Path
     dev = f"ad-{uuid.uuid4().hex[:10]}"
     config = write_config(tmp_path / "dev" / "device.toml", dev, chain_dir, port)
     proc = spawn(config)
-    time.sleep(4)  # ~16 windows buffered, nobody listening
+    # Wait for windows on disk (not a fixed sleep: under load the agent's start-up alone can take seconds,
+    # and a SIGTERM before its handler is installed would kill it uncleanly).
+    buffer_dir = config.parent / "state" / "telemetry-buffer"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+        buffer_dir.is_dir() and sum(p.stat().st_size for p in buffer_dir.iterdir() if p.is_file()) > 1000
+    ):
+        time.sleep(0.2)
+    time.sleep(1)  # a few more windows, nobody listening
     code, err = terminate(proc)
     assert code == 0, err[-3000:]
     assert "cannot connect" in err  # one clear line about the outage

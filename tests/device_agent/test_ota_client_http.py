@@ -113,3 +113,64 @@ def test_oversized_manifest_is_refused(server) -> None:
     with pytest.raises(DownloadError, match="larger than 1000 bytes"):
         fetcher.fetch(server.url("/f.bin"), max_bytes=1000)
     assert fetcher.fetch(server.url("/f.bin"), max_bytes=len(DATA)) == DATA
+
+
+class _AuthRecorder:
+    """A real HTTP server on a free port that records the Authorization header and answers 200."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        seen: list[str | None] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                seen.append(self.headers.get("Authorization"))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/m.json"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_basic_credentials_are_the_device_id_and_secret() -> None:
+    import base64
+
+    server = _AuthRecorder()
+    try:
+        fetcher = HttpFetcher(credentials=("dev-1", "s3cret:with-colon"), retry=RetryPolicy(attempts=1))
+        assert fetcher.fetch(server.url, max_bytes=10) == b"ok"
+        assert server.seen == ["Basic " + base64.b64encode(b"dev-1:s3cret:with-colon").decode()]
+        assert HttpFetcher(retry=RetryPolicy(attempts=1)).fetch(server.url, max_bytes=10) == b"ok"
+        assert server.seen[-1] is None  # no credential configured: no header
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"token": "t", "credentials": ("dev-1", "s")}, "not both"),
+        ({"credentials": ("dev:1", "s")}, "without ':'"),
+        ({"credentials": ("dev-1", "")}, "non-empty secret"),
+        ({"credentials": ("", "s")}, "device id"),
+    ],
+)
+def test_bad_credential_configuration_is_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HttpFetcher(**kwargs)

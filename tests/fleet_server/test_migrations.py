@@ -21,6 +21,8 @@ TABLES = {"devices", "models", "model_versions", "conversion_jobs", "api_tokens"
 TABLES |= {"telemetry_windows", "device_events", "ota_status", "dead_letters"}
 # 0003 (releases, alerts); each later migration adds its own line here
 TABLES |= {"releases", "release_deltas", "alerts"}
+TABLES |= {"rollouts", "rollout_decisions", "rollout_commands"}  # 0004 (rollouts)
+TABLES |= {"drift_snapshots", "retraining_events"}  # 0005 (drift, retraining webhook outbox)
 
 
 def test_upgrade_from_empty_creates_schema_matching_models(empty_db_url: str) -> None:

@@ -1,0 +1,95 @@
+"""Fetch a release's health-check companions (converter ``report.json``, ``golden.npz``) before an update.
+
+An update command (telemetry 1.1) may carry ``report`` and ``golden`` references next to the artifact.
+The trial health check (:class:`device_agent.ota_client.GoldenHealthCheck`) looks them up by the
+artifact's sha256 under ``state_dir/releases/<release_id>/`` (:meth:`device_agent.agent.Agent.find_companions`).
+This module puts them there: each file is downloaded with the device's own transport, checked against
+the command's sha256 and size hints, and written atomically. It makes no trust decision: the health
+check binds the report to the signed manifest's artifact sha256 and the golden file to the report.
+
+:class:`CompanionFetchingAgent` is the agent with this step before every update; the simulator uses it.
+(An ``Agent._cmd_update`` that calls :func:`fetch_companions` first would make it the default.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from device_agent.agent import RELEASES_DIR, Agent
+
+log = logging.getLogger(__name__)
+
+MAX_COMPANION_BYTES = 8 * 1024 * 1024
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class CompanionError(RuntimeError):
+    """A companion file could not be fetched or does not match its reference."""
+
+
+def fetch_companions(cmd: Any, state_dir: Path, transport: Any) -> Path | None:
+    """Download ``cmd.report`` and ``cmd.golden`` into ``state_dir/releases/<release_id>/``.
+
+    Returns the directory, or None when the command carries no companions. Files already present with
+    the right sha256 are not fetched again (a redelivered command, a resumed update).
+    """
+    refs = {"report.json": getattr(cmd, "report", None), "golden.npz": getattr(cmd, "golden", None)}
+    if all(r is None for r in refs.values()):
+        return None
+    release_id = str(cmd.release_id)
+    if not _SAFE_ID.match(release_id) or release_id in (".", ".."):
+        raise CompanionError(f"release id {release_id!r} is not a safe directory name")
+    target = state_dir / RELEASES_DIR / release_id
+    target.mkdir(parents=True, exist_ok=True)
+    for name, ref in refs.items():
+        if ref is None:
+            continue
+        path = target / name
+        if path.is_file() and _sha256(path.read_bytes()) == ref.sha256:
+            continue
+        if ref.size_bytes > MAX_COMPANION_BYTES:
+            raise CompanionError(f"{name} of {release_id}: {ref.size_bytes} bytes is over the limit")
+        data = transport.fetch(ref.url, max_bytes=min(ref.size_bytes, MAX_COMPANION_BYTES))
+        if len(data) != ref.size_bytes or _sha256(data) != ref.sha256:
+            raise CompanionError(f"{name} of {release_id}: downloaded bytes do not match the command")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    # The golden file is named by the report; the converter writes golden.npz, which is what is kept here.
+    return target
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class CompanionFetchingAgent(Agent):
+    """An :class:`Agent` that fetches the release's report and golden file before running an update, and
+    authenticates downloads with HTTP Basic (device id + device secret, as the fleet server's device
+    routes require) when the HTTP transport supports it and no separate download token is configured."""
+
+    def _make_ota_client(self) -> Any:
+        client = super()._make_ota_client()
+        password = self.config.broker.read_password()
+        if self.options.download_token is None and password:
+            import inspect
+
+            from device_agent.http_download import HttpFetcher
+
+            if "credentials" in inspect.signature(HttpFetcher).parameters:
+                client.transport = HttpFetcher(credentials=(self.device_id, password))  # type: ignore[call-arg]
+        return client
+
+    def _cmd_update(self, cmd: Any) -> None:
+        ota = self._ota_client()
+        try:
+            fetch_companions(cmd, self.state_dir, ota.transport)
+        except Exception as exc:  # the update still runs; its health check then names what is missing
+            log.warning("companions of %s not fetched: %s", getattr(cmd, "release_id", "?"), exc)
+            self._publish_error("ota", "companions_failed", str(exc))
+        super()._cmd_update(cmd)
