@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -171,7 +172,7 @@ def run(devices: int, hours: int, window_s: int, repeat: int) -> dict[str, Any]:
     from fleet_server.drift import evaluate_version
     from fleet_server.drift.baselines import load_baseline
     from fleet_server.drift.evaluator import rules_of
-    from fleet_server.drift.sums import cohort_sums
+    from fleet_server.drift.sums import _hist_query, cohort_sums
     from fleet_server.rollouts.alerts import GroupFigures, evaluate_alerts
     from fleet_server.settings import Settings
 
@@ -225,8 +226,12 @@ def run(devices: int, hours: int, window_s: int, repeat: int) -> dict[str, Any]:
 
         def arrow_sums() -> Any:
             # The first version: one ``input_hist ->> i`` per bin (PostgreSQL re-parses the json each time).
+            with factory() as s:
+                return s.execute(arrow_stmt()).all()
+
+        def arrow_stmt() -> Any:
             w = TelemetryWindow
-            stmt = (
+            return (
                 select(
                     Device.hardware_class,
                     w.input_feature,
@@ -239,8 +244,15 @@ def run(devices: int, hours: int, window_s: int, repeat: int) -> dict[str, Any]:
                 )
                 .group_by(Device.hardware_class, w.input_feature)
             )
+
+        def explain(stmt: Any) -> dict[str, float]:
+            """Wall time and processes (leader + parallel workers) of one EXPLAIN ANALYZE run."""
+            sql = str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
             with factory() as s:
-                return s.execute(stmt).all()
+                plan = "\n".join(r[0] for r in s.execute(text("EXPLAIN (ANALYZE) " + sql)))
+            ms = float(re.search(r"Execution Time: ([\d.]+)", plan).group(1))  # type: ignore[union-attr]
+            workers = sum(int(x) for x in re.findall(r"Workers Launched: (\d+)", plan))
+            return {"wall_ms": round(ms, 1), "processes": 1 + workers}
 
         sums()  # warm-up: the table into the page cache, plans cached
         # Interleaved, so that the load of the (shared) machine hits every variant alike.
@@ -259,6 +271,21 @@ def run(devices: int, hours: int, window_s: int, repeat: int) -> dict[str, Any]:
                 runs[k].append(time.perf_counter() - t)
         timings: dict[str, tuple[float, float]] = {k: (min(v), statistics.median(v)) for k, v in runs.items()}
         summed = last["cohort_sums (SQL: histograms + counts by hardware class)"]
+
+        def scoped(stmt: Any) -> Any:
+            w = TelemetryWindow
+            return (
+                stmt.select_from(w)
+                .outerjoin(Device, Device.id == w.device_id)
+                .where(w.model_name == "kws", w.model_version == 3)
+            )
+
+        with factory() as s:
+            hist_stmt = _hist_query(s, scoped, [Device.hardware_class], baseline.bins)
+        result["explain"] = {
+            "histogram sums, array parsed once (translate -> bigint[])": explain(hist_stmt),
+            "histogram sums, `input_hist ->> i` per bin": explain(arrow_stmt()),
+        }
         outcomes = last["evaluate_version (sums + statistics + store), battery rule off"]
         result["statuses"] = {o.cohort: o.status for o in outcomes}
 
@@ -351,6 +378,10 @@ def markdown(r: dict[str, Any], command: str) -> str:
     ]
     for k, v in r["timings_s"].items():
         lines.append(f"| {k} | {v['best']:.3f} | {v['median']:.3f} |")
+    lines += ["", "EXPLAIN ANALYZE of the histogram query alone (one run each):", ""]
+    lines += ["| query | wall ms | processes (leader + parallel workers) |", "|:--|--:|--:|"]
+    for k, v in r["explain"].items():
+        lines.append(f"| {k} | {v['wall_ms']:.0f} | {v['processes']} |")
     lines.append("")
     return "\n".join(lines)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -234,6 +235,7 @@ def populate(url: str, n: int, artifact_dir: Path, progress: Progress) -> tuple[
 
 def run(n: int, repeats: int) -> dict[str, Any]:
     console = Console(stderr=True)
+    load_before = os.getloadavg()[0]
     with postgres_schema_url("tf_bench") as url, tempfile.TemporaryDirectory() as tmp:
         with Progress(console=console, transient=True) as progress:
             rid, facts = populate(url, n, Path(tmp), progress)
@@ -320,6 +322,7 @@ def run(n: int, repeats: int) -> dict[str, Any]:
             "tick_rollout_total": round(t_tick, 1),
         },
         "repeats": repeats,
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
 
 
@@ -331,7 +334,8 @@ def write_results(path: Path, r: dict[str, Any], command: str) -> None:
 - Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC
 - Command: `{command}`
 - Machine: {platform.machine()}, Python {platform.python_version()}, PostgreSQL on 127.0.0.1 (2 cores shared
-  with other jobs; best of {r["repeats"]})
+  with other jobs; 1-min load average {r["load_average"][0]} before, {r["load_average"][1]} after; best of
+  {r["repeats"]})
 - Scenario: {r["devices"]:,} registered devices, {r["windows"]:,} metrics windows since the stage start (3 per
   device, 10-bin input histograms), stage "50%" with {r["exposed"]:,} exposed, converter baseline for the PSI
   gate, every gate enabled. Decision: {r["decision"]}; commands: {r["commands"]}.

@@ -234,6 +234,7 @@ class Agent:
             client_id=b.client_id,
             keepalive_s=b.keepalive_s,
             tls=tls,
+            protocol=b.protocol,
             poll_s=self.options.mqtt_poll_s,
             reconnect_min_s=self.options.reconnect_min_s,
             reconnect_max_s=self.options.reconnect_max_s,

@@ -2,7 +2,8 @@
 
 An update command (telemetry 1.1) may carry ``report`` and ``golden`` references next to the artifact.
 The trial health check (:class:`device_agent.ota_client.GoldenHealthCheck`) looks them up by the
-artifact's sha256 under ``state_dir/releases/<release_id>/`` (:meth:`device_agent.agent.Agent.find_companions`).
+artifact's sha256 under ``state_dir/releases/<release_id>/``
+(:meth:`device_agent.agent.Agent.find_companions`).
 This module puts them there: each file is downloaded with the device's own transport, checked against
 the command's sha256 and size hints, and written atomically. It makes no trust decision: the health
 check binds the report to the signed manifest's artifact sha256 and the golden file to the report.

@@ -37,8 +37,11 @@ class BrokerConfig(Section):
     client_id: str | None = None  # default: the device id
     keepalive_s: int = bounded(30, ge=5, le=3600)
     tls_ca_file: Path | None = None
+    protocol: str = "5"  # "5" (retries windows no subscriber took) or "3.1.1" (brokers without MQTT 5)
 
     def _validate(self) -> None:
+        if self.protocol not in ("5", "3.1.1"):
+            raise SectionError(("protocol",), f"must be '5' or '3.1.1', got {self.protocol!r}")
         parts = urlsplit(self.url)
         if parts.scheme not in BROKER_SCHEMES or not parts.hostname:
             raise SectionError(

@@ -75,6 +75,10 @@ class TlsSettings(Section):
 _TRANSPORTS = ("tcp", "websockets")
 
 
+_PROTOCOLS = ("5", "3.1.1")
+_NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
+
+
 @dataclass(frozen=True, kw_only=True)
 class MqttSettings(Section):
     """Connection settings of one device. Client id and username default to the device id."""
@@ -93,6 +97,13 @@ class MqttSettings(Section):
     jitter: float = bounded(0.5, ge=0, le=1)  # each delay is scaled by uniform(1 - jitter, 1)
     inflight_window: int = bounded(16, ge=1, le=1000)
     clean_session: bool = False  # persistent session: the broker queues QoS 1 commands while offline
+    # MQTT 5 by default: its PUBACK says "no matching subscribers" (0x10) when nobody took a window
+    # (e.g. the ingest workers' shared subscriptions are not back yet after a broker restart), and the
+    # link keeps such records and sends them again; MQTT 3.1.1 acks them silently. "3.1.1" for brokers
+    # without MQTT 5 (the demo's embedded Python broker).
+    protocol: str = "5"
+    session_expiry_s: int = bounded(7 * 86_400, ge=0, le=4_294_967_295)  # MQTT 5 persistent session life
+    unrouted_retry_s: float = bounded(2.0, gt=0, le=3600)  # wait before re-sending unrouted records
     poll_s: float = bounded(0.05, gt=0, le=5)  # loop timeout = latency for newly buffered records
 
     def _validate(self) -> None:
@@ -100,6 +111,8 @@ class MqttSettings(Section):
             validate_device_id(self.device_id)
         except ValueError as exc:
             raise SectionError(("device_id",), str(exc)) from None
+        if self.protocol not in _PROTOCOLS:
+            raise SectionError(("protocol",), f"must be one of {_PROTOCOLS}, got {self.protocol!r}")
         if self.transport not in _TRANSPORTS:
             raise SectionError(("transport",), f"must be one of {_TRANSPORTS}, got {self.transport!r}")
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -153,6 +166,7 @@ class LinkCounters:
     disconnects: int = 0  # connection lost or closed after a successful connect
     published: int = 0  # buffer records handed to paho (re-sends by paho not counted)
     acked: int = 0  # PUBACKs for buffer records
+    unrouted: int = 0  # MQTT 5 PUBACKs "no matching subscribers": kept in the buffer and sent again
     bad_records: int = 0  # buffer records paho refused (invalid topic); acked away so they cannot block
     status_published: int = 0
     subscribe_failures: int = 0  # SUBACK refused the cmd subscription (ACL)
@@ -198,6 +212,8 @@ class MqttLink:
         self._cmd_topic = cmd_topic(settings.device_id)
         self._inflight: dict[int, int] = {}  # paho mid -> buffer seq; touched by the link thread only
         self._acked_mids: list[int] = []
+        self._unrouted_mids: list[int] = []
+        self._resend_at: float | None = None  # monotonic time to re-read unrouted records; None: none
         self._connected = threading.Event()
         self._status_wanted = threading.Event()
         self._reply_to: str | None = None
@@ -211,13 +227,21 @@ class MqttLink:
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=s.effective_client_id,
-            clean_session=s.clean_session,
-            protocol=mqtt.MQTTv311,
-            transport=s.transport,
-        )
+        if s.protocol == "5":
+            client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2,
+                client_id=s.effective_client_id,
+                protocol=mqtt.MQTTv5,
+                transport=s.transport,
+            )
+        else:
+            client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2,
+                client_id=s.effective_client_id,
+                clean_session=s.clean_session,
+                protocol=mqtt.MQTTv311,
+                transport=s.transport,
+            )
         client.username_pw_set(s.effective_username, s.password)
         if s.tls is not None:
             client.tls_set(
@@ -236,7 +260,17 @@ class MqttLink:
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
-        client.connect_async(s.host, s.port, s.keepalive_s)  # records host/port; no I/O yet
+        if s.protocol == "5":
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            if not s.clean_session:
+                props.SessionExpiryInterval = s.session_expiry_s
+            # records host/port/session options; no I/O yet (reconnect() reuses them)
+            client.connect_async(s.host, s.port, s.keepalive_s, clean_start=s.clean_session, properties=props)
+        else:
+            client.connect_async(s.host, s.port, s.keepalive_s)
         return client
 
     def start(self) -> None:
@@ -349,7 +383,10 @@ class MqttLink:
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason_code: Any, properties: Any) -> None:
         # Called from inside client.loop() on this thread; the buffer is told after loop() returns.
-        self._acked_mids.append(mid)
+        if getattr(reason_code, "value", 0) == _NO_MATCHING_SUBSCRIBERS:
+            self._unrouted_mids.append(mid)
+        else:
+            self._acked_mids.append(mid)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[Any],
                       properties: Any) -> None:
@@ -423,6 +460,15 @@ class MqttLink:
         self._stop.wait(delay)
 
     def _settle_acks(self) -> None:
+        if self._unrouted_mids:
+            unrouted = [self._inflight.pop(mid) for mid in self._unrouted_mids if mid in self._inflight]
+            self._unrouted_mids.clear()
+            if unrouted:
+                if self._resend_at is None:
+                    log.warning("broker: no subscriber for %d record(s); keeping them, re-sending in %.1fs",
+                                len(unrouted), self.settings.unrouted_retry_s)
+                self.counters.unrouted += len(unrouted)
+                self._resend_at = time.monotonic() + self.settings.unrouted_retry_s
         if not self._acked_mids:
             return
         seqs = [self._inflight.pop(mid) for mid in self._acked_mids if mid in self._inflight]
@@ -432,6 +478,13 @@ class MqttLink:
             self.buffer.ack(seqs)
 
     def _pump(self) -> None:
+        if self._resend_at is not None:
+            # Hold new sends until the unrouted records can go again, in order: wait out the delay and
+            # the records still in flight, then re-read from the oldest unacknowledged one.
+            if time.monotonic() < self._resend_at or self._inflight:
+                return
+            self._resend_at = None
+            self.buffer.rewind()
         room = self.settings.inflight_window - len(self._inflight)
         if room <= 0:
             return

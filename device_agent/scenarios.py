@@ -24,7 +24,7 @@ from firmware_stubs.power import BatterySpec, PluggedIn
 from firmware_stubs.sensor_streams import DriftSpec
 
 if TYPE_CHECKING:
-    from device_agent.simulator import DeviceSetup, FleetSimulator  # noqa: F401
+    from device_agent.simulator import DeviceSetup, FleetSimulator
 
 log = logging.getLogger(__name__)
 
@@ -242,9 +242,7 @@ class DeviceChurnScenario(_Base):
             self.restarts.append((t_s, dev))
 
     def on_finish(self, sim: FleetSimulator, results: dict[str, Any]) -> None:
-        _record(
-            results, self.name, {"cohort": self.cohort, "restarts": [[t, d] for t, d in self.restarts]}
-        )
+        _record(results, self.name, {"cohort": self.cohort, "restarts": [[t, d] for t, d in self.restarts]})
 
 
 @dataclass

@@ -222,7 +222,9 @@ class FleetSimulator:
         if self.scenario is not None:
             self.scenario.on_start(self)
 
-    def advance_to(self, t_end: float, progress: Progress | None = None, *, total: float | None = None) -> None:
+    def advance_to(
+        self, t_end: float, progress: Progress | None = None, *, total: float | None = None
+    ) -> None:
         """Run rounds of ``step_s`` until simulated time ``t_end`` (paced to ``sim_speed`` if set)."""
         s = self.settings
         step = s.step_s or s.window_s

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from fleet_server.catalog import storage
 from fleet_server.catalog.errors import (
@@ -126,12 +126,26 @@ def list_versions(
     total = session.scalar(select(func.count()).where(ModelVersion.model_id == model.id)) or 0
     rows = session.scalars(
         select(ModelVersion)
+        .options(selectinload(ModelVersion.model))
         .where(ModelVersion.model_id == model.id)
         .order_by(ModelVersion.created_at, ModelVersion.id)
         .limit(limit)
         .offset(offset)
     ).all()
     return rows, total
+
+
+def latest_jobs(session: Session, version_ids: Sequence[int]) -> dict[int, ConversionJob]:
+    """The newest job of each version, in one query (list pages)."""
+    if not version_ids:
+        return {}
+    newest = (
+        select(func.max(ConversionJob.id))
+        .where(ConversionJob.model_version_id.in_(version_ids))
+        .group_by(ConversionJob.model_version_id)
+    )
+    rows = session.scalars(select(ConversionJob).where(ConversionJob.id.in_(newest))).all()
+    return {job.model_version_id: job for job in rows}
 
 
 def latest_job(session: Session, version: ModelVersion) -> ConversionJob | None:
@@ -297,7 +311,12 @@ def list_jobs(
     where = [ConversionJob.state == state] if state else []
     total = session.scalar(select(func.count()).select_from(ConversionJob).where(*where)) or 0
     rows = session.scalars(
-        select(ConversionJob).where(*where).order_by(ConversionJob.id.desc()).limit(limit).offset(offset)
+        select(ConversionJob)
+        .options(selectinload(ConversionJob.model_version).selectinload(ModelVersion.model))
+        .where(*where)
+        .order_by(ConversionJob.id.desc())
+        .limit(limit)
+        .offset(offset)
     ).all()
     return rows, total
 

@@ -88,7 +88,16 @@ class LocalWorker:
         self, stop: threading.Event, *, max_jobs: int | None = None, exit_when_idle: bool = False
     ) -> None:
         while not stop.is_set():
-            job_id = self.run_one()
+            try:
+                job_id = self.run_one()
+            except Exception:  # e.g. the database is briefly unreachable: keep polling (burst: give up)
+                if exit_when_idle:
+                    raise
+                log.exception(
+                    "worker %s: poll failed; retrying in %s s", self.name, self.settings.job_poll_interval_s
+                )
+                stop.wait(self.settings.job_poll_interval_s)
+                continue
             if max_jobs is not None and len(self.stats.job_ids) >= max_jobs:
                 return
             if job_id is None:

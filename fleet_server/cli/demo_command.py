@@ -23,20 +23,31 @@ _err = Console(stderr=True)
 
 
 def demo_command(
-    out: Annotated[Path, typer.Option(help="Directory for the demo's artifacts and state.")] = Path("out/demo"),
+    out: Annotated[Path, typer.Option(help="Directory for the demo's artifacts and state.")] = Path(
+        "out/demo"
+    ),
     devices: Annotated[int, typer.Option(min=4, max=500, help="Simulated devices.")] = 50,
     mqtt_url: Annotated[
-        str | None, typer.Option(help="Use this MQTT broker (mqtt://[user:pass@]host:port) instead of the embedded one.")
+        str | None,
+        typer.Option(help="Use this MQTT broker (mqtt://[user:pass@]host:port) instead of the embedded one."),
     ] = None,
     database_url: Annotated[
-        str | None, typer.Option(help="SQLAlchemy URL of an EMPTY database (e.g. PostgreSQL); default SQLite.")
+        str | None,
+        typer.Option(help="SQLAlchemy URL of an EMPTY database (e.g. PostgreSQL); default SQLite."),
     ] = None,
     speed: Annotated[
-        float | None, typer.Option(min=1.0, help="Simulated seconds per wall second; default: as fast as possible.")
+        float | None,
+        typer.Option(min=1.0, help="Simulated seconds per wall second; default: as fast as possible."),
     ] = None,
-    sample_period: Annotated[float, typer.Option(min=0.1, max=60.0, help="Simulated seconds between wakes.")] = 2.0,
-    soak: Annotated[int, typer.Option(min=0, max=86_400, help="Simulated soak seconds per rollout stage.")] = 600,
-    rebuild: Annotated[bool, typer.Option(help="Train the reference chains again even if a valid build exists.")] = False,
+    sample_period: Annotated[
+        float, typer.Option(min=0.1, max=60.0, help="Simulated seconds between wakes.")
+    ] = 2.0,
+    soak: Annotated[
+        int, typer.Option(min=0, max=86_400, help="Simulated soak seconds per rollout stage.")
+    ] = 600,
+    rebuild: Annotated[
+        bool, typer.Option(help="Train the reference chains again even if a valid build exists.")
+    ] = False,
     serve: Annotated[bool, typer.Option(help="Keep serving the API and dashboard until Ctrl-C.")] = False,
     log_level: Annotated[str, typer.Option(help="Log level for the components (stderr).")] = "error",
 ) -> None:
@@ -45,7 +56,9 @@ def demo_command(
     from fleet_server.demo.summary import outcomes_table, phases_table
 
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        _err.print(f"[bold red]error:[/] --log-level must be debug, info, warning or error, got {log_level!r}")
+        _err.print(
+            f"[bold red]error:[/] --log-level must be debug, info, warning or error, got {log_level!r}"
+        )
         raise typer.Exit(2)
     if out.exists() and not out.is_dir():
         _err.print(f"[bold red]error:[/] --out {out} exists and is not a directory")
@@ -78,6 +91,17 @@ def demo_command(
             result.dashboard_url = url
             console.print(f"dashboard: [bold]{url}[/] (token: {run.stack.token})", highlight=False)
         console.print(f"results: {result.results_path}")
+        if not serve and run.stack is not None:
+            where = (
+                f"TINYFLEET_DATABASE_URL='{database_url}'"
+                if database_url
+                else f"TINYFLEET_DATA_DIR={out / 'server'}"
+            )
+            console.print(
+                f"the demo server stops now; browse its data later with `{where} tinyfleet server run` "
+                "(or rerun with --serve)",
+                highlight=False,
+            )
         if serve and run.stack is not None:
             console.print("serving until Ctrl-C …")
             import time

@@ -74,7 +74,9 @@ def simulate_command(
     results: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("simulation.json"),
     scenario: Annotated[
         list[str] | None,
-        typer.Option(help="Scripted scenario (repeatable): bad-model, drift, low-battery, broker-outage, device-churn."),
+        typer.Option(
+            help="Scripted scenario (repeatable): bad-model, drift, low-battery, broker-outage, device-churn."
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="Agent log level (stderr).")] = "warning",
 ) -> None:

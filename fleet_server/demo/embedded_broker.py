@@ -64,7 +64,9 @@ class EmbeddedBroker:
 
     def _config(self) -> dict[str, Any]:
         return {
-            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 0}},
+            "listeners": {
+                "default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 0}
+            },
             # No $SYS publisher, no per-packet logging: both cost CPU the simulated fleet needs.
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }

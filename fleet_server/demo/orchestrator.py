@@ -111,6 +111,7 @@ class DemoRun:
         self.models: Any = None
         self.releases: dict[str, Any] = {}  # "good"/"bad" -> release JSON from the API
         self.previous_release: str | None = None
+        self._printed: dict[str, int] = {}  # rollout id -> last decision seq printed
         # Wall seconds spent advancing the devices, waiting for delivery + ingest, and in server ticks.
         self.round_wall: dict[str, float] = {"fleet": 0.0, "sync": 0.0, "server": 0.0}
 
@@ -221,7 +222,8 @@ class DemoRun:
             "reused": m.reused,
         }
         self.console.print(
-            f"{m.model_name}: good 1.1.0 fires on {100 * m.good_false_fire:.1f} % of non-keyword eval windows, "
+            f"{m.model_name}: good 1.1.0 fires on {100 * m.good_false_fire:.1f} % of non-keyword eval "
+            "windows, "
             f"bad 1.2.0 on {100 * m.bad_false_fire:.1f} % (primary: {100 * m.primary_false_fire:.1f} %)"
         )
 
@@ -247,7 +249,9 @@ class DemoRun:
             raise DemoError(
                 "the database already holds devices or releases; give --database-url an empty database"
             )
-        self.console.print(f"API {stack.url}  broker {target.url} ({'embedded' if target.embedded else 'given'})")
+        self.console.print(
+            f"API {stack.url}  broker {target.url} ({'embedded' if target.embedded else 'given'})"
+        )
         credentials = self._provision(stack)
         if self.o.on_provisioned is not None:
             self.o.on_provisioned(stack)
@@ -281,7 +285,7 @@ class DemoRun:
         connected = self._wait(lambda: all(a.link.connected for a in self.sim.agents), 60)
         if not connected:
             raise DemoError("not every simulated device connected to the broker within 60 s")
-        self.advance(5 * self.o.window_s, "baseline telemetry")
+        self.advance(3 * self.o.window_s, "baseline telemetry")
         phase.figures = {"devices": self.o.devices, "profiles": list(PROFILES), "api": stack.url}
 
     def _provision(self, stack: DemoStack) -> dict[str, str]:
@@ -293,7 +297,11 @@ class DemoRun:
             for i in range(self.o.devices):
                 dev = f"{self.o.device_prefix}-{i:04d}"
                 hw = PROFILES[i % len(PROFILES)]
-                body = {"id": dev, "hardware_class": hw, "tags": {"site": "hall-b" if hw == DRIFT_CLASS else "hall-a"}}
+                body = {
+                    "id": dev,
+                    "hardware_class": hw,
+                    "tags": {"site": "hall-b" if hw == DRIFT_CLASS else "hall-a"},
+                }
                 out = stack.rest("POST", "/api/v1/devices", json=body)
                 credentials[dev] = out["credential"]["password"]
                 bar.advance(task)
@@ -333,7 +341,13 @@ class DemoRun:
                 self.round_wall["fleet"] += w1 - w0
                 self.round_wall["sync"] += w2 - w1
                 self.round_wall["server"] += w3 - w2
-                log.debug("round t=%.0f: fleet %.2f s, sync %.2f s, server %.2f s", sim.t_s, w1 - w0, w2 - w1, w3 - w2)
+                log.debug(
+                    "round t=%.0f: fleet %.2f s, sync %.2f s, server %.2f s",
+                    sim.t_s,
+                    w1 - w0,
+                    w2 - w1,
+                    w3 - w2,
+                )
                 bar.update(task, completed=sim.t_s - start, info=info)
                 if until is not None and until():
                     return True
@@ -371,7 +385,11 @@ class DemoRun:
 
     def _require_release_parts(self) -> None:
         missing = []
-        for mod in ("fleet_server.catalog.service", "fleet_server.releases.service", "fleet_server.rollout_runner.runner"):
+        for mod in (
+            "fleet_server.catalog.service",
+            "fleet_server.releases.service",
+            "fleet_server.rollout_runner.runner",
+        ):
             try:
                 __import__(mod)
             except ImportError as exc:
@@ -472,7 +490,9 @@ class DemoRun:
             if "artifact_dir" in inspect.signature(update_available).parameters:
                 # Reference the release's report/golden in update commands: the device's trial health
                 # check needs them (the default factory leaves them out).
-                builder.update_factory = functools.partial(update_available, artifact_dir=settings.artifact_dir)
+                builder.update_factory = functools.partial(
+                    update_available, artifact_dir=settings.artifact_dir
+                )
             self._runner_obj = build_runner(settings, self.stack.engine, now=self.sim.now, builder=builder)
         return self._runner_obj
 
@@ -501,27 +521,30 @@ class DemoRun:
     def _follow_rollout(self, rollout_id: str, budget_s: float, done: Callable[[Any], bool]) -> Any:
         """Tick the runner after every round, print each new decision; stop when ``done(row)``."""
         runner = self._runner()
-        seen = 0
         row_box: list[Any] = [None]
 
         def on_round() -> str:
-            nonlocal seen
             runner.tick()
             row = row_box[0] = self._rollout_row(rollout_id)
-            for d in self._decisions(rollout_id, seen):
-                seen = d.seq
+            for d in self._decisions(rollout_id, self._printed.get(rollout_id, 0)):
+                self._printed[rollout_id] = d.seq
                 reason = (d.record or {}).get("reason", "")
                 t = d.at - self.sim.epoch_s
                 self.console.print(
-                    f"  [dim]t={t:6.0f}s[/] {d.action:<9} stage {d.stage_name:<7} -> {d.status_after}: {reason}",
+                    f"  [dim]t={t:6.0f}s[/] {d.action:<9} stage {d.stage_name:<7} -> "
+                    f"{d.status_after}: {reason}",
                     highlight=False,
                 )
             state = row.state or {}
-            return f"{row.status}  stage {state.get('stage_index', 0)}  exposed {len(state.get('exposed', []))}"
+            return (
+                f"{row.status}  stage {state.get('stage_index', 0)}  exposed {len(state.get('exposed', []))}"
+            )
 
         self.on_round = on_round
         try:
-            self.advance(budget_s, f"rollout {rollout_id}", until=lambda: row_box[0] is not None and done(row_box[0]))
+            self.advance(
+                budget_s, f"rollout {rollout_id}", until=lambda: row_box[0] is not None and done(row_box[0])
+            )
         finally:
             self.on_round = None
         return row_box[0] or self._rollout_row(rollout_id)
@@ -541,9 +564,18 @@ class DemoRun:
         rollout_id = self._start_rollout(release["id"])
         budget = 6 * self.o.soak_s + 20 * self.o.window_s
         row = self._follow_rollout(
-            rollout_id, budget, lambda r: r.status in ("rolled_back", "aborted") or (r.status == "completed" and r.finished)
+            rollout_id,
+            budget,
+            lambda r: r.status in ("rolled_back", "aborted") or (r.status == "completed" and r.finished),
         )
         counter = str(release["counter"])
+        if row.status == "completed":
+            # The control group was released at completion: let it install before the next step.
+            self._follow_rollout(
+                rollout_id,
+                10 * self.o.window_s,
+                lambda r: all(v == counter for v in self._versions().values()),
+            )
         on_release = sum(1 for v in self._versions().values() if v == counter)
         phase.figures = {
             "release": release["id"],
@@ -565,7 +597,9 @@ class DemoRun:
         release = self._register_and_release("bad", "1.2.0", self.models.bad_dir)
         rollout_id = self._start_rollout(release["id"])
         budget = 4 * self.o.soak_s + 20 * self.o.window_s
-        row = self._follow_rollout(rollout_id, budget, lambda r: r.status in ("rolled_back", "aborted", "completed"))
+        row = self._follow_rollout(
+            rollout_id, budget, lambda r: r.status in ("rolled_back", "aborted", "completed")
+        )
         stopped_stage = (row.state or {}).get("stage_index")
         # Recovery: every exposed device back on the previous release (the runner watches it).
         row = self._follow_rollout(rollout_id, 10 * self.o.window_s, lambda r: bool(r.finished))
@@ -581,7 +615,7 @@ class DemoRun:
             raise DemoError(f"the bad release was not rolled back ({row.status})")
 
     def _exposure(self, rollout_id: str, release: dict[str, Any], row: Any) -> dict[str, Any]:
-        from sqlalchemy import distinct, select
+        from sqlalchemy import select
 
         from fleet_server.db import OtaStatusReport, TelemetryWindow
 
@@ -591,25 +625,33 @@ class DemoRun:
         with self.stack.sessions() as s:
             ran = set(
                 s.scalars(
-                    select(distinct(TelemetryWindow.device_id)).where(
+                    select(TelemetryWindow.device_id)
+                    .where(
                         TelemetryWindow.model_name == self.models.model_name,
                         TelemetryWindow.model_version == int(release["counter"]),
                     )
+                    .distinct()
                 )
             )
             installed = set(
                 s.scalars(
-                    select(distinct(OtaStatusReport.device_id)).where(
+                    select(OtaStatusReport.device_id)
+                    .where(
                         OtaStatusReport.release_id == release["id"],
                         OtaStatusReport.state.in_(("trial", "committed")),
                     )
+                    .distinct()
                 )
             )
         versions = self._versions()
         prev_counter = str(self.releases["good"]["counter"])
         # The canary cohort's size as the controller counted it when it decided (its "target").
         canary = next(
-            (d.record.get("counts", {}).get("target") for d in self._decisions(rollout_id, 0) if d.stage_name == "canary" and d.record.get("counts")),
+            (
+                d.record.get("counts", {}).get("target")
+                for d in self._decisions(rollout_id, 0)
+                if d.stage_name == "canary" and d.record.get("counts")
+            ),
             None,
         )
         return {
@@ -632,6 +674,7 @@ class DemoRun:
         except ImportError as exc:
             raise Skip(f"the drift evaluator is not built yet ({exc})") from None
         from sqlalchemy import select
+        from sqlalchemy.exc import OperationalError
 
         from device_agent.scenarios import DriftScenario
         from fleet_server.db import AlertRow
@@ -650,8 +693,12 @@ class DemoRun:
         def evaluate() -> bool:
             # The evaluated range starts where the drift did (the periodic evaluator's range is a day).
             window = max(int(self.o.window_s), int(self.sim.t_s - drift_start))
-            with self.stack.sessions() as session:  # type: ignore[union-attr]
-                evaluate_all(session, self.stack.settings, self.now_dt(), window_s=window)  # type: ignore[union-attr]
+            try:
+                with self.stack.sessions() as session:  # type: ignore[union-attr]
+                    evaluate_all(session, self.stack.settings, self.now_dt(), window_s=window)  # type: ignore[union-attr]
+            except OperationalError as exc:  # the database went away for a moment: next round
+                log.warning("drift evaluation failed (%s); retrying next round", type(exc).__name__)
+                return False
             with self.stack.sessions() as session:  # type: ignore[union-attr]
                 alerts = list(session.scalars(select(AlertRow).where(AlertRow.code.like("%drift%"))))
                 events = list(session.scalars(select(RetrainingEvent)))
@@ -666,21 +713,28 @@ class DemoRun:
 
         def every_few() -> str:
             rounds[0] += 1
-            if rounds[0] % 3 == 0 and evaluate():
+            if rounds[0] % 2 == 0 and evaluate():
                 return "PSI alert raised"
-            return "evaluating drift every 3 windows"
+            return "evaluating drift every 2 windows"
 
         self.on_round = every_few
         try:
-            self.advance(15 * self.o.window_s, "drift", until=lambda: bool(found.get("alerts")) and bool(found.get("events")))
+            self.advance(
+                15 * self.o.window_s,
+                "drift",
+                until=lambda: bool(found.get("alerts")) and bool(found.get("events")),
+            )
         finally:
             self.on_round = None
         if not found.get("alerts"):
             evaluate()
         phase.figures = {"cohort": scenario.cohort, **found}
-        phase.detail = f"{len(found.get('alerts', []))} drift alert(s), {len(found.get('events', []))} retraining event(s)"
+        n_alerts, n_events = len(found.get("alerts", [])), len(found.get("events", []))
+        phase.detail = f"{n_alerts} drift alert(s), {n_events} retraining event(s)"
         for a in found.get("alerts", []):
-            self.console.print(f"  alert {a['severity']} {a['code']} [{a['cohort']}]: {a['title']}", highlight=False)
+            self.console.print(
+                f"  alert {a['severity']} {a['code']} [{a['cohort']}]: {a['title']}", highlight=False
+            )
         if not found.get("alerts") or not found.get("events"):
             raise DemoError("no PSI alert and retraining event after the drift (see drift_snapshots)")
 
@@ -689,8 +743,10 @@ class DemoRun:
     def _low_battery(self, phase: Phase) -> None:
         from device_agent.scenarios import LowBatteryScenario
 
-        charge_after = 8 * self.o.window_s
-        scenario = LowBatteryScenario(fraction=0.2, start_s=self.sim.t_s, charge_after_s=charge_after, offset=1)
+        charge_after = 5 * self.o.window_s
+        scenario = LowBatteryScenario(
+            fraction=0.2, start_s=self.sim.t_s, charge_after_s=charge_after, offset=1
+        )
         scenario.on_start(self.sim)
         self.live.parts.append(scenario)
         self.console.print(
@@ -701,13 +757,18 @@ class DemoRun:
 
         def recovered() -> bool:
             return all(
-                self.sim.agent(d).loop.stats.switches - start_switches[d] >= 2 and self.sim.agent(d).policy.level == 0
+                self.sim.agent(d).loop.stats.switches - start_switches[d] >= 2
+                and self.sim.agent(d).policy.level == 0
                 for d in scenario.cohort
             )
 
         self.advance(charge_after + 20 * self.o.window_s, "low battery", until=recovered)
         events = self._fallback_events(scenario.cohort)
-        down = {d for d, evs in events.items() if any(e["to_level"] > e["from_level"] and e["reason"] == "battery" for e in evs)}
+        down = {
+            d
+            for d, evs in events.items()
+            if any(e["to_level"] > e["from_level"] and e["reason"] == "battery" for e in evs)
+        }
         up = {d for d, evs in events.items() if any(e["to_level"] < e["from_level"] for e in evs)}
         phase.figures = {
             "cohort": scenario.cohort,
@@ -716,7 +777,8 @@ class DemoRun:
             "events": events,
         }
         phase.detail = (
-            f"{len(down)}/{len(scenario.cohort)} fell back on low battery, {len(up)} stepped back up when charging"
+            f"{len(down)}/{len(scenario.cohort)} fell back on low battery, "
+            f"{len(up)} stepped back up when charging"
         )
         if down != set(scenario.cohort) or up != set(scenario.cohort):
             raise DemoError(f"not every low-battery device fell back and recovered ({phase.detail})")
@@ -739,6 +801,11 @@ class DemoRun:
         for r in rows:
             b = r.body or {}
             out[r.device_id].append(
-                {"ts": r.ts, "from_level": b.get("from_level"), "to_level": b.get("to_level"), "reason": b.get("reason")}
+                {
+                    "ts": r.ts,
+                    "from_level": b.get("from_level"),
+                    "to_level": b.get("to_level"),
+                    "reason": b.get("reason"),
+                }
             )
         return out

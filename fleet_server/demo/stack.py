@@ -180,11 +180,15 @@ class DemoStack:
         from fleet_server.ingest.worker import BrokerAddress, IngestWorker
 
         assert self.target is not None
-        address = BrokerAddress(self.target.host, self.target.port, self.target.username, self.target.password)
+        address = BrokerAddress(
+            self.target.host, self.target.port, self.target.username, self.target.password
+        )
         # Own client id and shared-subscription group: on a shared broker other ingest workers must not
         # take this demo's messages (and this worker none of theirs).
         config = IngestConfig(
-            client_id=f"tinyfleet-demo-ingest-{self.api_port}", group=f"demo-{self.api_port}", batch_delay_s=0.05
+            client_id=f"tinyfleet-demo-ingest-{self.api_port}",
+            group=f"demo-{self.api_port}",
+            batch_delay_s=0.05,
         )
         if self.target.embedded:
             from fleet_server.demo.ingest_v311 import IngestWorkerV311

@@ -30,8 +30,11 @@ def outcomes_table(result: Any) -> Table | None:
     bad = result.phase("bad release stopped at canary")
     if bad is not None and bad.figures:
         f = bad.figures
-        rows.append(("bad release", f"{f.get('release')}: {f.get('status')} at stage {f.get('stopped_at_stage')}"))
-        rows.append(("devices ever exposed", f"{f.get('ever_exposed')} (canary cohort {f.get('canary_cohort')}; "
+        rows.append(
+            ("bad release", f"{f.get('release')}: {f.get('status')} at stage {f.get('stopped_at_stage')}")
+        )
+        rows.append(("devices ever exposed", f"{f.get('ever_exposed')} (canary cohort "
+                     f"{f.get('canary_cohort')}; "
                      f"{f.get('ran_bad_model')} ran it, {f.get('installed')} installed it)"))  # fmt: skip
         rows.append(("back on the previous release", str(f.get("back_on_previous"))))
         ttr = (f.get("summary") or {}).get("time_to_recovery_s")
@@ -41,12 +44,18 @@ def outcomes_table(result: Any) -> Table | None:
     if drift is not None and drift.figures:
         f = drift.figures
         alerts = f.get("alerts") or []
-        rows.append(("drift alerts", ", ".join(f"{a['severity']} {a['code']} [{a['cohort']}]" for a in alerts) or "none"))
+        rows.append(
+            (
+                "drift alerts",
+                ", ".join(f"{a['severity']} {a['code']} [{a['cohort']}]" for a in alerts) or "none",
+            )
+        )
         rows.append(("retraining events", str(len(f.get("events") or []))))
     low = result.phase("low battery -> fallback and back")
     if low is not None and low.figures:
         f = low.figures
-        rows.append(("low-battery cohort", f"{len(f.get('cohort', []))} devices: {len(f.get('fell_back', []))} fell "
+        rows.append(("low-battery cohort", f"{len(f.get('cohort', []))} devices: "
+                     f"{len(f.get('fell_back', []))} fell "
                      f"back, {len(f.get('stepped_up', []))} stepped back up"))  # fmt: skip
     if not rows:
         return None

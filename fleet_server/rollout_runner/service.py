@@ -338,7 +338,8 @@ def apply_action(
         classes = dict(
             session.execute(select(Device.id, Device.hardware_class).where(Device.id.in_(ids))).all()
         )
-    finished = action == "abort" or None
+    # An abort is done at once; a rollback (also after an abort) is watched until the devices recovered.
+    finished = True if action == "abort" else False if action == "rollback" else None
     save_outcome(
         session,
         row,

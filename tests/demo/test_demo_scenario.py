@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 
@@ -100,7 +100,7 @@ def test_fleet_came_up_through_the_real_broker_acl(demo_run: tuple[Any, Any]) ->
     from fleet_server.db import Device, TelemetryWindow
 
     with run.stack.sessions() as s:
-        reporting = set(s.scalars(select(distinct(TelemetryWindow.device_id))))
+        reporting = set(s.scalars(select(TelemetryWindow.device_id).distinct()))
         devices = set(s.scalars(select(Device.id)))
     assert len(devices) == DEVICES
     assert reporting == devices  # every device authenticated with its own credential and was stored
@@ -110,23 +110,33 @@ def test_good_release_reaches_every_device(demo_run: tuple[Any, Any]) -> None:
     run, result = demo_run
     phase = _phase(result, "release + rollout to 100 %")
     assert phase.status == "ok", phase.detail
-    from fleet_server.db import Device
+    from fleet_server.db import Device, TelemetryWindow
     from fleet_server.db.rollouts import RolloutRow
 
     good = run.releases["good"]
     with run.stack.sessions() as s:
         row = s.get(RolloutRow, phase.figures["rollout"])
-        versions = dict(s.execute(select(Device.id, Device.current_version)).all())
+        devices = set(s.scalars(select(Device.id)))
+        ran = set(
+            s.scalars(
+                select(TelemetryWindow.device_id)
+                .where(
+                    TelemetryWindow.model_name == good["model_name"],
+                    TelemetryWindow.model_version == good["counter"],
+                )
+                .distinct()
+            )
+        )
     assert row.status == "completed"
-    # The bad release came later and was rolled back: every device is on the good one again.
-    assert set(versions.values()) == {str(good["counter"])}
+    assert ran == devices  # every device, control group included, reported windows on the release
+    assert phase.figures["devices_on_release"] == DEVICES
 
 
 def test_bad_release_stopped_at_canary_and_rolled_back(demo_run: tuple[Any, Any]) -> None:
     run, result = demo_run
     phase = _phase(result, "bad release stopped at canary")
     assert phase.status == "ok", phase.detail
-    from fleet_server.db import Device, OtaStatusReport, TelemetryWindow
+    from fleet_server.db import OtaStatusReport, TelemetryWindow
     from fleet_server.db.rollouts import RolloutDecision, RolloutRow
 
     bad, good = run.releases["bad"], run.releases["good"]
@@ -134,31 +144,54 @@ def test_bad_release_stopped_at_canary_and_rolled_back(demo_run: tuple[Any, Any]
     with run.stack.sessions() as s:
         row = s.get(RolloutRow, rollout_id)
         decisions = list(
-            s.scalars(select(RolloutDecision).where(RolloutDecision.rollout_id == rollout_id).order_by(RolloutDecision.seq))
+            s.scalars(
+                select(RolloutDecision)
+                .where(RolloutDecision.rollout_id == rollout_id)
+                .order_by(RolloutDecision.seq)
+            )
         )
         ran = set(
             s.scalars(
-                select(distinct(TelemetryWindow.device_id)).where(
-                    TelemetryWindow.model_name == bad["model"], TelemetryWindow.model_version == bad["counter"]
+                select(TelemetryWindow.device_id)
+                .where(
+                    TelemetryWindow.model_name == bad["model_name"],
+                    TelemetryWindow.model_version == bad["counter"],
                 )
+                .distinct()
             )
         )
         installed = set(
-            s.scalars(select(distinct(OtaStatusReport.device_id)).where(OtaStatusReport.release_id == bad["id"]))
+            s.scalars(
+                select(OtaStatusReport.device_id).where(OtaStatusReport.release_id == bad["id"]).distinct()
+            )
         )
-        versions = dict(s.execute(select(Device.id, Device.current_version)).all())
     assert row.status == "rolled_back"
     rollback = next(d for d in decisions if d.action == "rollback")
     assert rollback.stage_name == "canary"
-    assert any(g["name"] == "false_positive" and g["verdict"] == "hard_fail" for g in rollback.record["gate_results"])
+    assert any(
+        g["name"] == "false_positive" and g["verdict"] == "hard_fail" for g in rollback.record["gate_results"]
+    )
     canary_size = rollback.record["counts"]["target"]
     exposed = set(row.state["exposed"])
     assert 0 < len(exposed) <= canary_size < DEVICES // 2
     # Nobody outside the commanded canary ever ran or installed the bad model.
     assert ran <= exposed and installed <= exposed
     assert ran  # the canary really ran it: the gate judged reported counts, not a guess
-    # Rolled back: every exposed device reports the previous release.
-    assert {versions[d] for d in exposed} == {str(good["counter"])}
+    # Rolled back: every exposed device reported windows on the previous release after the decision.
+    with run.stack.sessions() as s:
+        back = set(
+            s.scalars(
+                select(TelemetryWindow.device_id)
+                .where(
+                    TelemetryWindow.device_id.in_(exposed),
+                    TelemetryWindow.model_version == good["counter"],
+                    TelemetryWindow.window_start_s >= int(rollback.at),
+                )
+                .distinct()
+            )
+        )
+    assert back == exposed
+    assert phase.figures["back_on_previous"] == len(exposed)
 
 
 def test_drift_raised_psi_alert_and_retraining_event(demo_run: tuple[Any, Any]) -> None:
@@ -195,8 +228,12 @@ def test_low_battery_cohort_fell_back_and_stepped_up(demo_run: tuple[Any, Any]) 
         )
     for device in cohort:
         events = [r.body for r in rows if r.device_id == device]
-        downs = [i for i, e in enumerate(events) if e["reason"] == "battery" and e["to_level"] > e["from_level"]]
-        ups = [i for i, e in enumerate(events) if e["reason"] == "recovered" and e["to_level"] < e["from_level"]]
+        downs = [
+            i for i, e in enumerate(events) if e["reason"] == "battery" and e["to_level"] > e["from_level"]
+        ]
+        ups = [
+            i for i, e in enumerate(events) if e["reason"] == "recovered" and e["to_level"] < e["from_level"]
+        ]
         assert downs and ups, (device, events)
         assert max(ups) > min(downs)  # back up after falling back
         assert events[max(ups)]["to_level"] == 0

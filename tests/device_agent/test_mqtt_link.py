@@ -438,3 +438,44 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
     s = MqttSettings.from_url("d", "mqtts://broker.example:8884")
     assert (s.host, s.port, s.tls is not None, s.effective_client_id) == ("broker.example", 8884, True, "d")
     assert MqttSettings.from_url("d", "mqtt://b").port == 1883
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_windows_nobody_subscribed_to_are_kept_and_resent_on_mqtt5(protocol: str, tmp_path: Path) -> None:
+    """A broker that PUBACKs a window no subscriber took (e.g. the ingest workers' shared subscriptions are
+    not back yet after a broker restart) has dropped it. On MQTT 5 the PUBACK says so (0x10) and the link
+    keeps the record and sends it again; on MQTT 3.1.1 it cannot know: the control case loses them."""
+    dev = new_device()
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        buf = DiskBuffer(tmp_path / "buf", FAST_BUF)
+        settings = fast_settings(dev, broker.port, clean_session=True, protocol=protocol, unrouted_retry_s=0.2)
+        link = MqttLink(settings, buf, lambda: status(dev))
+        pub = TelemetryPublisher(dev, buf)
+        link.start()
+        col: MqttCollector | None = None
+        try:
+            assert link.wait_connected(10)
+            n = 40
+            for seq in range(n):
+                assert pub.publish(window(dev, seq)) is not None
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and link.counters.unrouted + link.counters.acked < n:
+                time.sleep(0.05)
+            col = MqttCollector(broker.host, broker.port, [telemetry_topic(dev)], client_id=f"col-{dev}",
+                                clean_session=True)
+            if protocol == "5":
+                assert link.counters.unrouted >= n and link.counters.acked == 0
+                assert buf.stats().pending == n, "nothing was acknowledged away"
+                assert link.wait_drained(20)
+                rep = analyse(wait_for_count(col, dev, n, 10), range(n))
+                print(f"\nunrouted={link.counters.unrouted} received={rep.received} lost={len(rep.lost)}")
+                assert rep.lost == [] and rep.in_order
+            else:
+                assert link.counters.acked == n and link.counters.unrouted == 0
+                assert buf.stats().pending == 0
+                time.sleep(0.5)
+                assert telemetry_payloads(col, dev) == [], "MQTT 3.1.1: acknowledged and dropped"
+        finally:
+            link.stop()
+            if col is not None:
+                col.close()

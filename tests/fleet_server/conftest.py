@@ -105,6 +105,8 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         page_size_max=100,
         max_tags_per_device=8,
         device_credential_iterations=1000,
+        # No background rollout runner thread in every test app; the runner's own tests drive it.
+        rollout_runner_enabled=False,
     )
 
 

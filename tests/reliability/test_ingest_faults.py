@@ -35,12 +35,6 @@ def _settle(fleet: DeviceFleet, engine: Engine, timeout: float = 90.0) -> None:
     wait_until(lambda: count_windows(engine) >= sent, timeout, every=0.1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Mosquitto 2.0.11 does not restore $share subscriptions from its persistence file: windows "
-    "devices publish between the broker's restart and the workers' re-subscribe are PUBACKed and dropped "
-    "(RELIABILITY.md, 'Known gaps'); fix: devices on MQTT 5 retry a PUBACK 'No matching subscribers'",
-)
 def test_broker_restarted_twice_under_ingest_load_loses_nothing(
     request: pytest.FixtureRequest,
     pg_only: str,
@@ -61,6 +55,8 @@ def test_broker_restarted_twice_under_ingest_load_loses_nothing(
         for _ in range(2):
             floor = 200 * (restarts + 1)
             assert wait_until(lambda: count_windows(engine) > 0 and fleet.sent > floor, 30)  # noqa: B023
+            # every device is back on the broker before the next outage (else two outages look like one)
+            assert wait_until(lambda: fleet.link_counters()["connects"] >= (restarts + 1) * len(ids), 30)  # noqa: B023
             persistent_broker.stop()  # SIGTERM: mosquitto writes its persistence file on the way out
             time.sleep(1.0)  # devices keep producing into their disk buffers meanwhile
             persistent_broker.start()
@@ -76,13 +72,15 @@ def test_broker_restarted_twice_under_ingest_load_loses_nothing(
         tally("broker restarted under ingest load", fleet.sent_by_device(), engine),
         request.node.nodeid,
         restarts=restarts,
-        known_gap="mosquitto-share-subscriptions-not-persisted",
+        unrouted_resent=fleet.link_counters()["unrouted"],
         worker=stats,
         links=fleet.link_counters(),
     )
     assert counts.lost == 0 and counts.duplicates_stored == 0
     assert counts.stored == counts.sent
-    assert fleet.link_counters()["disconnects"] >= 2 * len(ids), "every device saw both outages"
+    # Every device came back after both outages (initial connect + two reconnects), and windows published
+    # before the workers' shared subscriptions were back were kept and re-sent (MQTT 5 PUBACK 0x10).
+    assert fleet.link_counters()["connects"] >= 3 * len(ids), "every device saw both outages"
 
 
 def test_one_of_two_ingest_workers_sigkilled_the_other_keeps_consuming(

@@ -95,7 +95,6 @@ class FaultCounts:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-
 def tally(fault: str, sent: dict[str, int], engine: Engine) -> FaultCounts:
     """Compare what each device queued (seq 0..n-1) with what the database holds."""
     stored = stored_seqs(engine)

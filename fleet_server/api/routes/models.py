@@ -88,9 +88,13 @@ def _job_out(job: ConversionJob) -> JobOut:
     )
 
 
-def _version_out(session: Session, version: ModelVersion, cls: type[VersionOut] = VersionOut) -> Any:
-    job = service.latest_job(session, version)
-    return cls(
+def _version_out(
+    session: Session, version: ModelVersion, job: ConversionJob | None = None, *, latest: bool = True
+) -> VersionOut:
+    """``latest``: look the newest job up here; list pages pass the one they fetched in bulk instead."""
+    if latest and job is None:
+        job = service.latest_job(session, version)
+    return VersionOut(
         id=version.id,
         model=version.model.name,
         version=version.version,
@@ -101,7 +105,6 @@ def _version_out(session: Session, version: ModelVersion, cls: type[VersionOut] 
         options=version.options,
         summary=version.summary,
         job=_job_out(job) if job is not None else None,
-        **({"artifacts": []} if cls is VersionDetail else {}),
     )
 
 
@@ -215,8 +218,12 @@ def list_versions(
         rows, total = service.list_versions(session, model_name, limit=limit, offset=query.offset)
     except CatalogError as exc:
         raise _api_error(exc) from None
+    jobs = service.latest_jobs(session, [v.id for v in rows])
     return Page[VersionOut].build(
-        [_version_out(session, v) for v in rows], total=total, limit=limit, offset=query.offset
+        [_version_out(session, v, jobs.get(v.id), latest=False) for v in rows],
+        total=total,
+        limit=limit,
+        offset=query.offset,
     )
 
 
@@ -233,16 +240,16 @@ def get_version(
     """One version: status, report summary, artifact list (when converted) and the latest job."""
     try:
         row = service.get_version(session, model_name, version)
-        out: VersionDetail = _version_out(session, row, VersionDetail)
+        artifacts = []
         if row.artifact_dir is not None:
             report = service.read_report(settings, row)
-            out.artifacts = [
+            artifacts = [
                 ArtifactOut(path=path, bytes=a["bytes"], sha256=a["sha256"])
                 for path, a in sorted(report.get("artifacts", {}).items())
             ]
     except CatalogError as exc:
         raise _api_error(exc) from None
-    return out
+    return VersionDetail(**_version_out(session, row).model_dump(), artifacts=artifacts)
 
 
 @router.get(

@@ -46,7 +46,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("conversion_jobs", schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f("fk_conversion_jobs_retry_of_id_conversion_jobs"), type_="foreignkey")
+        batch_op.drop_constraint(
+            batch_op.f("fk_conversion_jobs_retry_of_id_conversion_jobs"), type_="foreignkey"
+        )
         batch_op.drop_column("created_by")
         batch_op.drop_column("retry_of_id")
         batch_op.drop_column("queue")

@@ -313,6 +313,12 @@ def test_retry_makes_a_new_job_only_for_the_latest_failed_one(
     )
     detail = client.get("/api/v1/models/tiny/versions/1.0.0", headers=as_role("viewer")).json()
     assert detail["job"]["id"] == second["id"] and detail["status"] == "queued"
+    other = upload(version="1.1.0").json()["job"]
+    listed = client.get("/api/v1/models/tiny/versions", headers=as_role("viewer")).json()["items"]
+    assert [(v["version"], v["job"]["id"]) for v in listed] == [
+        ("1.0.0", second["id"]),
+        ("1.1.0", other["id"]),
+    ]
     assert_error(
         client.post("/api/v1/jobs/999999/retry", headers=as_role("operator")), 404, "no conversion job"
     )
@@ -329,3 +335,11 @@ def test_device_credentials_cannot_use_catalog_routes(
     headers = basic(cred["username"], cred["password"])
     assert_error(client.get("/api/v1/models", headers=headers), 403, "device credentials")
     assert_error(client.post("/api/v1/models", json={"name": "x"}, headers=headers), 403)
+
+
+def test_calibration_may_be_a_plain_npy(upload: Any, tiny_model: Any, good: dict[str, bytes]) -> None:
+    x = np.load(io.BytesIO(good["calibration"]))["x"]
+    buf = io.BytesIO()
+    np.save(buf, x)
+    r = upload(calibration=buf.getvalue())
+    assert r.status_code == 202, r.text

@@ -103,7 +103,7 @@ def test_operator_actions_and_transitions(
     assert stored() == before
     # A rollback after an abort is allowed (devices that got the candidate go back) -- none exposed here.
     r = client.post(f"{URL}/{rid}/rollback", json={"reason": "bad"}, headers=op)
-    assert r.json()["status"] == "rolled_back"
+    assert r.json()["status"] == "rolled_back" and r.json()["finished"] is False  # watched until recovered
     assert_error(client.post(f"{URL}/{rid}/rollback", headers=op), 409, "already rolled back")
 
     decisions = client.get(f"{URL}/{rid}/decisions", headers=as_role("viewer")).json()["items"]

@@ -173,3 +173,40 @@ def test_bad_release_is_stopped_at_canary_and_rolled_back(world: dict) -> None:
     assert Counter(m.type for _, m in received) == {"cmd.update": len(canary), "cmd.rollback": len(canary)}
     assert row.summary["time_to_recovery_s"] >= 0
     assert any(a.code == "rollout_rolled_back" and a.severity == "P1" for a in alerts)
+
+
+def test_operator_rollback_reaches_exposed_devices(world: dict) -> None:
+    engine, ids, devices, clock, runner = (
+        world["engine"],
+        world["ids"],
+        world["devices"],
+        world["clock"],
+        world["runner"],
+    )
+    rid = _start(engine, clock)
+    report = runner.tick()  # the canary gets its update commands
+    canary = {d for d, _ in devices.wait_for(report.drained.sent)}
+    assert len(canary) == report.drained.sent >= 5
+    with make_session_factory(engine)() as s:
+        row = service.apply_action(
+            s, rid, "rollback", actor="alice", now=clock(), builder=runner.builder, reason="field reports"
+        )
+        s.commit()
+        assert row.status == "rolled_back" and not row.finished
+    report = runner.tick()
+    got = devices.wait_for(2 * len(canary))
+    reverts = [(d, m) for d, m in got if m.type == "cmd.rollback"]
+    assert {d for d, _ in reverts} == canary and len(reverts) == len(canary)
+    assert all(m.reason == "field reports" and m.release_id == "kws-2" for _, m in reverts)
+    with make_session_factory(engine)() as s:
+        last = s.scalars(
+            select(RolloutDecision)
+            .where(RolloutDecision.rollout_id == rid)
+            .order_by(RolloutDecision.seq.desc())
+        ).first()
+        retargets = s.scalars(
+            select(RolloutCommand).where(RolloutCommand.rollout_id == rid, RolloutCommand.kind == "retarget")
+        ).all()
+    assert last.action == "rollback" and last.actor == "alice"
+    assert {c.device_id for c in retargets} == canary and all(c.sent_at is None for c in retargets)  # not due
+    assert set(ids) >= canary
