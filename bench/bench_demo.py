@@ -62,6 +62,7 @@ def main() -> int:
             sample_period_s=options.sample_period_s,
             window_s=options.window_s,
             device_prefix="base",
+            mqtt_protocol="3.1.1",
         )
         sim = FleetSimulator(settings)
         b0 = time.monotonic()

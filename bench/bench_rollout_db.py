@@ -80,12 +80,13 @@ def populate(url: str, n: int, artifact_dir: Path, progress: Progress) -> tuple[
         cur = raw.cursor()
         with cur.copy(
             "COPY devices (id, hardware_class, tags, mqtt_password_hash, created_at, updated_at, "
-            "current_model, current_version) FROM STDIN"
+            "current_model, current_version, battery_pct, battery_charging, battery_seq, "
+            "battery_window_start_s) FROM STDIN"
         ) as copy:
+            # The battery columns as the ingest worker leaves them after the windows below (newest: seq 3).
             for i, d in enumerate(ids):
-                copy.write_row(
-                    (d, CLASSES[i % 4], json.dumps({"site": f"s{i % 7}"}), "x", now, now, MODEL, "1")
-                )
+                tags = json.dumps({"site": f"s{i % 7}"})
+                copy.write_row((d, CLASSES[i % 4], tags, "x", now, now, MODEL, "1", 89.6, False, 3, T0 + 660))
         raw.commit()
         progress.update(task, completed=n)
     finally:

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -69,6 +69,9 @@ class SimulationSettings(BaseModel):
     sample_period_s: float = Field(1.0, gt=0)
     window_s: float = Field(60.0, gt=0, le=65_535)
     device_prefix: str = Field("sim", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    # MQTT 5 (default: the broker tells a device when nobody took a window, it re-sends) or 3.1.1
+    # (brokers without MQTT 5, e.g. the demo's embedded amqtt).
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
     seed: int = 0
     drain_timeout_s: float = Field(30.0, ge=0)
 
@@ -172,7 +175,12 @@ class FleetSimulator:
             model_dir=s.chain_dir,
             state_dir=s.workdir / dev,
             server_url=self.server_url or AgentConfig.__dataclass_fields__["server_url"].default,
-            broker=BrokerConfig(url=s.broker_url, username=dev if password else None, password=password),
+            broker=BrokerConfig(
+                url=s.broker_url,
+                username=dev if password else None,
+                password=password,
+                protocol=s.mqtt_protocol,
+            ),
             loop=LoopConfig(sample_period_s=s.sample_period_s, window_s=s.window_s),
         )
         options = AgentOptions(

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
         max_length=512,
         description="Retraining-trigger events are POSTed here as JSON; unset: they stay pending.",
     )
+    retraining_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs each POST: X-TinyFleet-Signature: sha256=<hex HMAC-SHA256 of the body>.",
+    )
     retraining_webhook_timeout_s: float = Field(default=5.0, gt=0, le=120)
     retraining_webhook_attempts: int = Field(
         default=3, ge=1, le=10, description="Tries per delivery run, with backoff in between."
@@ -91,6 +95,9 @@ class Settings(BaseSettings):
     retraining_webhook_backoff_s: float = Field(default=0.5, ge=0, le=60, description="First in-run backoff.")
     retraining_webhook_max_backoff_s: float = Field(
         default=3600.0, ge=1, description="Cap of the backoff between delivery runs (never given up)."
+    )
+    drift_scheduler_enabled: bool = Field(
+        default=False, description="Run the periodic drift evaluation thread in the app (`server run` turns it on)."
     )
     drift_eval_interval_s: float = Field(default=300.0, gt=0, description="Periodic drift evaluation.")
     drift_window_s: int = Field(

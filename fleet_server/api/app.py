@@ -54,7 +54,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             runner = build_runner(settings, engine, now=getattr(_app.state, "rollout_clock", time.time))
             runner.start()
+        drift_scheduler = None
+        if settings.drift_scheduler_enabled:  # PSI/KS/JS per version and cohort, alerts, retraining webhook
+            from fleet_server.drift.scheduler import DriftScheduler
+
+            drift_scheduler = DriftScheduler(_app.state.session_factory, settings)
+            drift_scheduler.start()
         yield
+        if drift_scheduler is not None:
+            drift_scheduler.stop()
         if runner is not None:
             runner.stop()
         engine.dispose()

@@ -117,6 +117,7 @@ def simulate_command(
             window_s=window,
             device_prefix=prefix,
             seed=seed,
+            mqtt_protocol="3.1.1" if embedded is not None else "5",  # amqtt speaks MQTT 3.1.1 only
         )
     except ValidationError as exc:
         err = exc.errors()[0]

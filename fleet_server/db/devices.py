@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Integer, String
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleet_server.db.base import Base, JsonDict, UTCDateTime, utcnow
@@ -35,3 +35,9 @@ class Device(Base):
     current_version: Mapped[str | None] = mapped_column(String(32), default=None)
     active_slot: Mapped[str | None] = mapped_column(String(1), default=None)
     fallback_level: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The newest metrics window's battery state (highest seq; written by the ingest worker, migration 0008):
+    # the rollout runner reads it with the device row instead of searching the windows on every tick.
+    battery_pct: Mapped[float | None] = mapped_column(Float, default=None)
+    battery_charging: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    battery_seq: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    battery_window_start_s: Mapped[int | None] = mapped_column(BigInteger, default=None)

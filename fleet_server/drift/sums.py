@@ -3,9 +3,9 @@
 Histograms are JSON arrays in ``telemetry_windows.input_hist``; bin ``i`` is summed as ``sum(h[i])``
 over the array parsed once per window as ``bigint[]`` (PostgreSQL) / ``sum(json_extract(input_hist,
 '$[i]'))`` (SQLite): one pass over the version's windows in the time range, ``GROUP BY hardware class,
-feature``, whatever the number of windows. A window counts for feature ``f`` only when its histogram has exactly
-the baseline's number of bins for ``f`` (a window from other bins would be compared bin-by-bin with
-the wrong edges); windows that do not match are counted and reported, not summed.
+feature``, whatever the number of windows. A window counts for feature ``f`` only when its histogram
+has exactly the baseline's number of bins for ``f`` (a window from other bins would be compared
+bin-by-bin with the wrong edges); windows that do not match are counted and reported, not summed.
 
 Cohorts: ``all`` plus one per hardware class (``hw:<class>``) in the same query; an explicit
 :class:`~fleet_server.telemetry_queries.Cohort` (rollout group, tag) gets its own query.

@@ -13,12 +13,17 @@
 Nothing is ever dropped: an unreachable receiver only pushes the next try further out (capped), and a
 server restart picks up whatever is still pending. Delivery is at-least-once (a crash between the
 receiver's 2xx and the commit repeats it): the body and the ``X-TinyFleet-Event-Id`` header carry the
-event's uid so a receiver can drop duplicates.
+event's uid so a receiver can drop duplicates. With ``TINYFLEET_RETRAINING_WEBHOOK_SECRET`` set, each
+POST carries ``X-TinyFleet-Signature: sha256=<hex HMAC-SHA256 of the body>`` so the receiver can check
+that it comes from this server.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -55,16 +60,31 @@ def _next_backoff(settings: Settings, attempts: int) -> float:
     return min(settings.retraining_webhook_max_backoff_s, base * 2 ** min(attempts, 30))
 
 
-def _post(url: str, body: dict[str, Any], event_uid: str, timeout_s: float) -> str | None:
+def signature(secret: str, body: bytes) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 of the exact body bytes with the shared secret."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _post(settings: Settings, url: str, body: dict[str, Any], event_uid: str) -> str | None:
     """One POST; None on 2xx, else the error text."""
     import httpx
 
+    content = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-TinyFleet-Event-Id": event_uid,
+        "User-Agent": USER_AGENT,
+    }
+    if settings.retraining_webhook_secret is not None:
+        headers["X-TinyFleet-Signature"] = signature(
+            settings.retraining_webhook_secret.get_secret_value(), content
+        )
     try:
         response = httpx.post(
             url,
-            json=body,
-            timeout=timeout_s,
-            headers={"X-TinyFleet-Event-Id": event_uid, "User-Agent": USER_AGENT},
+            content=content,
+            timeout=settings.retraining_webhook_timeout_s,
+            headers=headers,
             follow_redirects=False,
         )
     except httpx.HTTPError as exc:
@@ -115,14 +135,21 @@ def deliver_pending(
         event = session.get(RetrainingEvent, event_id)
         if event is None or event.delivery_state != "pending":
             continue
+        body, uid, before = payload(event), event.event_uid, event.attempts
+        session.commit()  # no transaction stays open across the HTTP calls and backoff sleeps
         error: str | None = None
+        tries = 0
         for attempt in range(settings.retraining_webhook_attempts):
             if attempt:
                 sleep(settings.retraining_webhook_backoff_s * 2 ** (attempt - 1))
-            error = _post(url, payload(event), event.event_uid, settings.retraining_webhook_timeout_s)
-            event.attempts += 1
+            body["attempt"] = before + attempt + 1
+            error = _post(settings, url, body, uid)
+            tries += 1
             if error is None:
                 break
+        event = session.get(RetrainingEvent, event_id)
+        assert event is not None  # events are never deleted
+        event.attempts = before + tries
         event.last_attempt_at = now
         if error is None:
             event.delivery_state = "delivered"

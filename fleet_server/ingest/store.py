@@ -221,6 +221,36 @@ def _apply_device_updates(conn: Connection, updates: list[dict[str, Any]]) -> No
         conn.execute(stmt, rows)
 
 
+def update_device_battery(conn: Connection, window_rows: Sequence[dict[str, Any]]) -> None:
+    """Keep each device's newest window (highest seq) battery state on its ``devices`` row, for the rollout
+    runner. The ``battery_seq`` guard makes a replayed older window (agent disk buffer) change nothing."""
+    newest: dict[str, dict[str, Any]] = {}
+    for r in window_rows:
+        cur = newest.get(r["device_id"])
+        if cur is None or r["seq"] > cur["b_seq"]:
+            newest[r["device_id"]] = {
+                "b_id": r["device_id"],
+                "b_seq": r["seq"],
+                "b_pct": r["battery_pct"],
+                "b_chg": r["charging"],
+                "b_start": r["window_start_s"],
+            }
+    if not newest:
+        return
+    d = _DEVICES.c
+    stmt = (
+        update(_DEVICES)
+        .where(d.id == bindparam("b_id"), (d.battery_seq.is_(None)) | (d.battery_seq < bindparam("b_seq")))
+        .values(
+            battery_pct=bindparam("b_pct"),
+            battery_charging=bindparam("b_chg"),
+            battery_seq=bindparam("b_seq"),
+            battery_window_start_s=bindparam("b_start"),
+        )
+    )
+    conn.execute(stmt, list(newest.values()))
+
+
 def write_batch(engine: Engine, items: Sequence[Pending], received_at: dt.datetime) -> BatchResult:
     """Store every item of the batch in ONE transaction: all or nothing (the caller acks after this)."""
     windows: dict[tuple[str, int], dict[str, Any]] = {}
@@ -258,6 +288,7 @@ def write_batch(engine: Engine, items: Sequence[Pending], received_at: dt.dateti
         if dead:
             conn.execute(_DEAD.insert(), dead)
         _apply_device_updates(conn, _device_updates(accepted, received_at))
+        update_device_battery(conn, list(windows.values()))
     offered = len(windows) + len(events) + len(otas)
     return BatchResult(stored=new + statuses, duplicates=dup_in_batch + offered - new, dead_letters=reasons)
 

@@ -2,8 +2,9 @@
 
 Building 100,000 ``DeviceInfo`` models costs seconds; here the devices table is read as plain tuples,
 hardware-class eligibility is one ``np.isin`` and tags are looked at only when the target filter names
-some. Battery and charging come from each device's newest metrics window (within a lookback): a device
-that has not reported recently counts as unknown battery (mains powered / fine to command).
+some. Battery and charging come from the device row (the newest metrics window's, kept there by the
+ingest worker; ignored when that window started before the lookback): a device that has not reported
+recently counts as unknown battery (mains powered / fine to command).
 
 Tags: devices carry ``{key: value}``; a target tag ``"key=value"`` matches that pair, a bare ``"key"``
 matches the key with any value.
@@ -11,16 +12,14 @@ matches the key with any value.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, case, select
 
 from fleet_server.db.devices import Device
-from fleet_server.db.telemetry import TelemetryWindow
 from fleet_server.rollout_runner.columns import fetch_columns
 from fleet_server.rollouts.cohorts import FleetView, hash_points
 from fleet_server.rollouts.model import TargetFilter
@@ -77,7 +76,15 @@ def load_fleet(
     points: PointsCache | None = None,
 ) -> LoadedFleet:
     """Every registered device as one FleetView row (eligibility per ``target``)."""
-    cols = [Device.id, Device.hardware_class, Device.current_model, Device.current_version]
+    cols = [
+        Device.id,
+        Device.hardware_class,
+        Device.current_model,
+        Device.current_version,
+        # NULL unless the newest window (written by ingest, see ingest/store.py) started within the lookback.
+        case((Device.battery_window_start_s >= battery_since, Device.battery_pct), else_=None),
+        case((Device.battery_window_start_s >= battery_since, Device.battery_charging), else_=False),
+    ]
     if target.tags:
         cols.append(Device.tags)
     # Ordered by id in SQL (array_agg keeps the subquery's order on PostgreSQL; rows on SQLite).
@@ -92,20 +99,16 @@ def load_fleet(
         eligible &= np.isin(hw, np.array(target.hardware_classes, dtype=object))
     if target.tags:
         want = set(target.tags)
-        eligible &= np.fromiter((want <= device_tag_set(t) for t in columns[4]), dtype=bool, count=n)
+        eligible &= np.fromiter((want <= device_tag_set(t) for t in columns[6]), dtype=bool, count=n)
     running = np.fromiter(
         (_counter(m, v, model_name) for m, v in zip(columns[2], columns[3], strict=True)),
         dtype=np.int64,
         count=n,
     )
-    battery = np.full(n, math.nan)
-    charging = np.zeros(n, dtype=bool)
+    # None -> NaN (no battery reported recently: unknown, mains powered or fine to command).
+    battery = np.array(columns[4], dtype=np.float64) if n else np.zeros(0)
+    charging = np.array([bool(c) for c in columns[5]], dtype=bool)
     index = {d: i for i, d in enumerate(ids)}
-    for device_id, pct, chg in _latest_battery(conn, battery_since):
-        i = index.get(device_id)
-        if i is not None:
-            battery[i] = math.nan if pct is None else float(pct)
-            charging[i] = bool(chg)
     pts, control_pts = (points or PointsCache()).get(rollout_id, ids)
     fleet = FleetView(
         device_ids=np.array(ids, dtype=object),
@@ -118,23 +121,3 @@ def load_fleet(
     )
     fleet._index = index
     return LoadedFleet(fleet=fleet, running_counter=running)
-
-
-def _latest_battery(conn: Connection, since: int) -> list[Any]:
-    """(device_id, battery_pct, charging) of each device's newest window starting at or after ``since``."""
-    tw = TelemetryWindow
-    if conn.dialect.name == "postgresql":
-        stmt = (
-            select(tw.device_id, tw.battery_pct, tw.charging)
-            .where(tw.window_start_s >= since)
-            .distinct(tw.device_id)
-            .order_by(tw.device_id, tw.seq.desc())
-        )
-        return list(conn.execute(stmt).all())
-    # SQLite: with max() the bare columns come from the row holding the maximum (documented behaviour).
-    stmt = (
-        select(tw.device_id, tw.battery_pct, tw.charging, func.max(tw.seq))
-        .where(tw.window_start_s >= since)
-        .group_by(tw.device_id)
-    )
-    return [(r[0], r[1], r[2]) for r in conn.execute(stmt).all()]

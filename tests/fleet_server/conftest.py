@@ -107,6 +107,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         device_credential_iterations=1000,
         # No background rollout runner thread in every test app; the runner's own tests drive it.
         rollout_runner_enabled=False,
+        drift_scheduler_enabled=False,
     )
 
 

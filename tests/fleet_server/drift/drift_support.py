@@ -210,12 +210,14 @@ class Receiver:
     def __init__(self, status: int = 200) -> None:
         self.status = status
         self.received: list[dict[str, Any]] = []
+        self.raw: list[bytes] = []
         self.headers: list[dict[str, str]] = []
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.raw.append(body)
                 outer.received.append(json.loads(body))
                 outer.headers.append(dict(self.headers))
                 self.send_response(outer.status)

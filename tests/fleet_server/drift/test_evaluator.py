@@ -162,3 +162,59 @@ def test_windows_with_foreign_bins_are_counted_not_summed(session_factory, setti
         snap = s.get(DriftSnapshot, esp.snapshot_id)
     assert esp.status == "stable" and snap.samples == good and snap.windows == 27
     assert snap.note.startswith("3 windows with histogram bins not matching the baseline")
+
+
+def test_explicit_cohorts_rollout_group_and_tag(session_factory, settings: Settings) -> None:
+    from fleet_server.drift import evaluate_version
+    from fleet_server.telemetry_queries import Cohort
+
+    with session_factory() as s:
+        register_release(s, settings.artifact_dir, BASELINE)
+        provision_devices(s, ["mcu-0", "mcu-1"], site="north")
+        provision_devices(s, ["mcu-2", "mcu-3"], site="south")
+        s.commit()
+    fleet = Fleet(BASELINE)
+    fleet.add(["mcu-0", "mcu-1"], shift=0.6)
+    fleet.add(["mcu-2", "mcu-3"], shift=0.0)
+    start, end = dt.datetime.fromtimestamp(T0, dt.UTC), NOW
+    with session_factory() as s:
+        fleet.store(s)
+        s.commit()
+        group = Cohort(device_ids=("mcu-1", "mcu-0"))
+        [canary] = evaluate_version(
+            s,
+            settings,
+            model_name="kws",
+            model_version=3,
+            range_start=start,
+            range_end=end,
+            now=NOW,
+            cohort=group,
+        )
+        [south] = evaluate_version(
+            s,
+            settings,
+            model_name="kws",
+            model_version=3,
+            range_start=start,
+            range_end=end,
+            now=NOW,
+            cohort=Cohort(tags={"site": "south"}),
+        )
+        [empty] = evaluate_version(
+            s,
+            settings,
+            model_name="kws",
+            model_version=3,
+            range_start=start,
+            range_end=end,
+            now=NOW,
+            cohort=Cohort(device_ids=("ghost",)),
+        )
+        s.commit()
+        snap = s.get(DriftSnapshot, canary.snapshot_id)
+    assert canary.cohort == group.name() == Cohort(device_ids=("mcu-0", "mcu-1")).name()
+    assert canary.cohort.startswith("devices:2:") and canary.status == "significant" and canary.event_created
+    assert snap.devices == 2 and snap.windows == 12
+    assert (south.cohort, south.status, south.event_id) == ("tag:site=south", "stable", None)
+    assert empty.status == "no_data"

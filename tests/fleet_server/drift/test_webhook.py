@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 
 from drift_support import (
     NOW,
@@ -13,10 +15,12 @@ from drift_support import (
     provision_devices,
     register_release,
 )
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from fleet_server.db import RetrainingEvent
 from fleet_server.drift import deliver_pending, evaluate_all
+from fleet_server.drift.webhook import signature
 from fleet_server.settings import Settings
 
 BASELINE = make_baseline()
@@ -124,3 +128,18 @@ def test_without_url_events_wait(session_factory, settings: Settings) -> None:
         summary = evaluate_all(s, settings, NOW)
     assert summary.deliveries == {"delivered": 0, "failed": 0, "pending_no_url": 2}
     assert all(e.delivery_state == "pending" and e.attempts == 0 for e in _events(session_factory).values())
+
+
+def test_signed_posts_verify_with_the_shared_secret(session_factory, settings: Settings) -> None:
+    _drifted(session_factory, settings)
+    with Receiver() as receiver:
+        live = settings.model_copy(
+            update={"retraining_webhook_url": receiver.url, "retraining_webhook_secret": SecretStr("s3cret")}
+        )
+        with session_factory() as s:
+            evaluate_all(s, live, NOW)
+        assert len(receiver.raw) == 2
+        for body, headers in zip(receiver.raw, receiver.headers, strict=True):
+            expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+            assert headers["X-TinyFleet-Signature"] == expected
+            assert headers["X-TinyFleet-Signature"] != signature("other", body)

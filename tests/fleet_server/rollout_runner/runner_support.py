@@ -16,7 +16,7 @@ from sqlalchemy import Engine, insert
 from sqlalchemy.orm import Session
 
 from fleet_server.db import Device, MlModel, ModelVersion, Release, TelemetryWindow
-from fleet_server.ingest.store import window_row
+from fleet_server.ingest.store import update_device_battery, window_row
 from fleet_server.rollout_runner.command_builder import CommandBuilder
 from telemetry.device_codec import decode_command
 from telemetry.schemas import MetricsWindow, ModelRef
@@ -134,6 +134,7 @@ def store_windows(engine: Engine, windows: Iterable[MetricsWindow]) -> None:
     with engine.begin() as conn:
         for i in range(0, len(rows), 5000):
             conn.execute(insert(TelemetryWindow), rows[i : i + 5000])
+        update_device_battery(conn, rows)  # as the ingest worker does with each batch
 
 
 class FakeDevices:
