@@ -58,6 +58,16 @@ def run(
     batch_delay: Annotated[float, typer.Option(help="...or after this many seconds.")] = 0.05,
     stats_interval: Annotated[float, typer.Option(help="Seconds between progress lines; 0: none.")] = 10.0,
     json_output: Annotated[bool, typer.Option("--json", help="Print the final counts as JSON.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve this worker's Prometheus metrics (ingest rate, dead letters by reason, commit "
+            "failures) on http://<metrics-host>:PORT/metrics. Each process has its own registry.",
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Run one ingest worker until SIGINT/SIGTERM; several workers with the same group split the load."""
     from pydantic import ValidationError
@@ -80,6 +90,14 @@ def run(
     password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
     broker = BrokerAddress(settings.mqtt_host, settings.mqtt_port, settings.mqtt_username, password)
     worker = IngestWorker(engine, broker, config)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(metrics_port, addr=metrics_host, registry=worker.metrics.registry)
+        except OSError as exc:
+            where = f"{metrics_host}:{metrics_port}"
+            raise _fail(f"cannot serve metrics on {where}: {exc.strerror or exc}", 2) from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

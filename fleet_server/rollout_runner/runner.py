@@ -196,6 +196,9 @@ class RolloutRunner:
                 points=self.points,
             )
             baseline = self.baselines.get(session, release)
+            # The gates (and the summary) look at the cohort and the control group only: the other
+            # devices' windows are not aggregated (half of them at the 50 % stage).
+            g = controller.groups(state, loaded.fleet)
             totals = load_totals(
                 conn,
                 loaded.fleet,
@@ -206,6 +209,7 @@ class RolloutRunner:
                 previous_counter=spec.release.previous_counter,
                 release_id=spec.release.release_id,
                 baseline_bins={f: len(h) for f, h in baseline.items()} if baseline else None,
+                devices=g.commanded | g.control,
             )
             outcome = controller.decide(state, loaded.fleet, totals, now, baseline)
             summary, pending = _summary(outcome.state, loaded, totals, now)

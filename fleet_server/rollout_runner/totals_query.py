@@ -27,7 +27,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Float, Text, and_, case, cast, func, literal, literal_column, or_, select
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Float,
+    String,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
 
 from fleet_server.db.telemetry import DeviceEvent, OtaStatusReport, TelemetryWindow
 from fleet_server.rollout_runner.columns import fetch_columns
@@ -48,12 +64,16 @@ def load_totals(
     previous_counter: int | None,
     release_id: str,
     baseline_bins: Mapping[int, int] | None = None,
+    devices: np.ndarray | None = None,
 ) -> DeviceTotals:
-    """Totals aligned with ``fleet``'s rows. ``baseline_bins``: feature -> bin count to sum (None: none)."""
+    """Totals aligned with ``fleet``'s rows. ``baseline_bins``: feature -> bin count to sum (None: none).
+    ``devices``: bool mask of the rows whose totals are wanted (the gates look at the cohort and the
+    control group only); other rows stay zero. None: every row."""
     n = fleet.size
     t = DeviceTotals.empty(n)
     idx = fleet.index()
     exposed_mask = fleet.mask_of(exposed)
+    wanted = np.ones(n, dtype=bool) if devices is None else np.asarray(devices, dtype=bool)
     tw = TelemetryWindow
     since_i = int(np.ceil(since))
     pg = conn.dialect.name == "postgresql"
@@ -61,7 +81,23 @@ def load_totals(
     prev = (
         literal(1) if previous_counter is None else case((tw.model_version == previous_counter, 1), else_=0)
     )
-    stage_windows = (tw.window_start_s >= since_i, tw.model_name == model_name, or_(cand == 1, prev == 1))
+    stage_windows: tuple[Any, ...]
+    if pg:
+        # Which windows count is decided in SQL: the wanted devices' ids go along as two arrays (exposed:
+        # candidate windows; the others: previous-version windows), so only the counted windows of the
+        # devices the gates look at are aggregated (at the 50 % stage about half of them), one group per
+        # device. ``= ANY`` of an array parameter is a hash lookup in PostgreSQL >= 14.
+        ids = fleet.device_ids
+        exp_ids = bindparam("exp_ids", ids[wanted & exposed_mask].tolist(), type_=ARRAY(String))
+        other_ids = bindparam("other_ids", ids[wanted & ~exposed_mask].tolist(), type_=ARRAY(String))
+        counted = or_(
+            and_(tw.device_id == any_(exp_ids), cand == 1),
+            and_(tw.device_id == any_(other_ids), prev == 1),
+        )
+        stage_windows = (tw.window_start_s >= since_i, tw.model_name == model_name, counted)
+        cand = prev = literal(1)  # every aggregated window counts: kept() below keeps every group
+    else:
+        stage_windows = (tw.window_start_s >= since_i, tw.model_name == model_name, or_(cand == 1, prev == 1))
     has_shadow = and_(tw.shadow_candidate_version == candidate_counter, tw.shadow_samples.is_not(None))
     bins = {f: b for f, b in (baseline_bins or {}).items() if b > 0}
     max_bins = max(bins.values(), default=0)
@@ -110,11 +146,11 @@ def load_totals(
         hist_sums = [func.count().filter(q.hok), func.string_agg(q.ht, literal_column("','")).filter(q.hok)]
     else:
         hist_sums = [fsum(q.hj[i].as_float()) for i in range(max_bins)]
-    group = [q.device_id, q.cand, q.prev] + ([q.feature] if bins else [])
+    group = ([q.device_id] if pg else [q.device_id, q.cand, q.prev]) + ([q.feature] if bins else [])
     sums = select(
         q.device_id,
-        q.cand,
-        q.prev,
+        literal(1) if pg else q.cand,
+        literal(1) if pg else q.prev,
         q.feature if bins else literal(0).label("feature"),
         fsum(q.inferences),
         fsum(q.positives),
@@ -138,7 +174,7 @@ def load_totals(
     # query of its own, so that only these few columns are sorted.
     chg = case((tw.charging, 1), else_=0)
     end = tw.window_start_s + tw.window_len_s
-    w = {"partition_by": [tw.device_id, cand, prev], "order_by": tw.seq}
+    w = {"partition_by": [tw.device_id] if pg else [tw.device_id, cand, prev], "order_by": tw.seq}
     pairs = (
         select(
             tw.device_id.label("device_id"),
@@ -160,11 +196,11 @@ def load_totals(
         conn,
         select(
             pairs.device_id,
-            pairs.cand,
-            pairs.prev,
+            literal(1) if pg else pairs.cand,
+            literal(1) if pg else pairs.prev,
             fsum(case((pair, pairs.pct0 - pairs.pct), else_=0.0)),
             fsum(case((pair, (pairs.end - pairs.end0) / 3600.0), else_=0.0)),
-        ).group_by(pairs.device_id, pairs.cand, pairs.prev),
+        ).group_by(*([pairs.device_id] if pg else [pairs.device_id, pairs.cand, pairs.prev])),
         pg,
     )
 
@@ -178,6 +214,7 @@ def load_totals(
         exposed_row = np.zeros(count, dtype=bool)
         exposed_row[known] = exposed_mask[row_idx[known]]
         keep = known & np.where(exposed_row, flag_cand, flag_prev)
+        keep[known] &= wanted[row_idx[known]]
         return keep, row_idx
 
     p95w = np.zeros(n)
@@ -230,6 +267,9 @@ def load_totals(
         t.battery_drain_pct_per_h = np.where(hours > 0, drop / np.where(hours > 0, hours, 1.0), np.nan)
     _install_states(conn, t, idx, release_id)
     _serving_errors(conn, t, idx, since_i)
+    if devices is not None:  # the side queries are per table, not per device: drop what was not asked
+        t.install_state[~wanted] = 0
+        t.serving_errors[~wanted] = 0
     return t
 
 

@@ -62,7 +62,9 @@ class IngestProcess:
         batch_delay_s: float = 0.05,
         application_name: str | None = None,
         env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
+        self.extra_args = list(extra_args or [])
         self.client_id = client_id
         self.application_name = application_name or f"tf-{client_id}"
         self.db_url = with_application_name(db_url, self.application_name)
@@ -99,6 +101,7 @@ class IngestProcess:
                 "--stats-interval",
                 "0",
                 "--json",
+                *self.extra_args,
             ],
             cwd=REPO,
             env=env,
