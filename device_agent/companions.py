@@ -70,21 +70,7 @@ def _sha256(data: bytes) -> str:
 
 
 class CompanionFetchingAgent(Agent):
-    """An :class:`Agent` that fetches the release's report and golden file before running an update, and
-    authenticates downloads with HTTP Basic (device id + device secret, as the fleet server's device
-    routes require) when the HTTP transport supports it and no separate download token is configured."""
-
-    def _make_ota_client(self) -> Any:
-        client = super()._make_ota_client()
-        password = self.config.broker.read_password()
-        if self.options.download_token is None and password:
-            import inspect
-
-            from device_agent.http_download import HttpFetcher
-
-            if "credentials" in inspect.signature(HttpFetcher).parameters:
-                client.transport = HttpFetcher(credentials=(self.device_id, password))  # type: ignore[call-arg]
-        return client
+    """An :class:`Agent` that fetches the release's report and golden file before running an update."""
 
     def _cmd_update(self, cmd: Any) -> None:
         ota = self._ota_client()

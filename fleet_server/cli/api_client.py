@@ -77,14 +77,15 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self._client.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, *, ok_statuses: tuple[int, ...] = (), **kwargs: Any) -> Any:
+        """JSON of the answer; an error status fails the command unless listed in ``ok_statuses``."""
         import httpx
 
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise fail(f"cannot reach the fleet server at {self.server}: {exc}", EXIT_UNREACHABLE) from None
-        if response.status_code >= 400:
+        if response.status_code >= 400 and response.status_code not in ok_statuses:
             raise fail(_error_message(response), EXIT_API_ERROR)
         if not response.content:
             return None
@@ -95,6 +96,20 @@ class ApiClient:
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
+
+    def get_all(
+        self, path: str, params: dict[str, Any] | None = None, page_size: int = 100
+    ) -> dict[str, Any]:
+        """Every item of a paginated list (following ``next_offset``), as one page-shaped dict."""
+        items: list[Any] = []
+        offset: int | None = 0
+        total = 0
+        while offset is not None:
+            page = self.get(path, params={**(params or {}), "limit": page_size, "offset": offset})
+            items.extend(page["items"])
+            total = page.get("total", len(items))
+            offset = page.get("next_offset")
+        return {"items": items, "total": total}
 
     def post(self, path: str, **kwargs: Any) -> Any:
         return self.request("POST", path, **kwargs)

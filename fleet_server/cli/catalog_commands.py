@@ -67,14 +67,7 @@ def _options(
 
 def _ensure_model(api: ApiClient, name: str, description: str) -> None:
     """Create the model unless it exists (409 from the API means it does)."""
-    import httpx
-
-    try:
-        response = api._client.post("/api/v1/models", json={"name": name, "description": description})
-    except httpx.HTTPError as exc:
-        raise fail(f"cannot reach the fleet server at {api.server}: {exc}", 3) from None
-    if response.status_code not in (201, 409):
-        api.request("POST", "/api/v1/models", json={"name": name, "description": description})
+    api.post("/api/v1/models", json={"name": name, "description": description}, ok_statuses=(409,))
 
 
 def follow_job(api: ApiClient, job_id: int, *, quiet: bool, timeout_s: float, interval_s: float = 0.5) -> Any:
@@ -180,7 +173,7 @@ def upload_command(
 def list_command(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
     """Models in the catalog."""
     with ApiClient.connect(server, token) as api:
-        page = api.get("/api/v1/models", params={"limit": 500})
+        page = api.get_all("/api/v1/models")
     emit(
         page, as_json, lambda: table_of(page["items"], ["name", "version_count", "description", "created_at"])
     )
@@ -194,7 +187,7 @@ def versions_command(
 ) -> None:
     """Versions of a model with their status and accuracy."""
     with ApiClient.connect(server, token) as api:
-        page = api.get(f"/api/v1/models/{name}/versions", params={"limit": 500})
+        page = api.get_all(f"/api/v1/models/{name}/versions")
 
     def render() -> Table:
         rows = []
