@@ -96,7 +96,8 @@ def main() -> int:
         with args.write.open("a") as fh:
             fh.write(
                 f"\n## {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC — {args.devices} devices\n\n"
-                f"Command: `{command}` (load average before/after: {load[0]:.1f}; 2 shared cores)\n\n"
+                f"Command: `{command}` (1-min load average at the end: {load[0]:.1f}; 2 shared cores; "
+                f"soak {options.soak_s} s per stage, sample period {options.sample_period_s} s)\n\n"
                 f"{table}\n\n{split}\n"
             )
     return 0 if result.ok else 1

@@ -97,7 +97,8 @@ class Settings(BaseSettings):
         default=3600.0, ge=1, description="Cap of the backoff between delivery runs (never given up)."
     )
     drift_scheduler_enabled: bool = Field(
-        default=False, description="Run the periodic drift evaluation thread in the app (`server run` turns it on)."
+        default=False,
+        description="Run the periodic drift evaluation thread in the app (`server run` turns it on).",
     )
     drift_eval_interval_s: float = Field(default=300.0, gt=0, description="Periodic drift evaluation.")
     drift_window_s: int = Field(
@@ -174,9 +175,9 @@ class Settings(BaseSettings):
         default=200 * 1024 * 1024, ge=1024, description="Whole multipart upload of one model version."
     )
 
-    # --- API serving: request limits, audit flood bound, workers (fleet_server/api/body_limit.py, audit_flood)
+    # --- API serving: body limits, audit flood bound, workers (fleet_server/api/body_limit.py, audit_flood)
     max_body_bytes: int = Field(
-        default=1024 * 1024, ge=1024, description="Largest request body (413 above); see body_limit_overrides."
+        default=1024 * 1024, ge=1024, description="Largest request body (413 above); see body_limit_overrides"
     )
     body_limit_overrides: dict[str, int] = Field(
         default_factory=dict,

@@ -50,9 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         runner = None
         if settings.rollout_runner_enabled:  # the rollout runner thread (leads only if it gets the lock)
+            from fleet_server.rollout_runner.metrics import RolloutMetrics
             from fleet_server.rollout_runner.runner import build_runner
 
-            runner = build_runner(settings, engine, now=getattr(_app.state, "rollout_clock", time.time))
+            clock = getattr(_app.state, "rollout_clock", time.time)
+            metrics = RolloutMetrics.on(_app.state.metrics.registry)  # rollout states on GET /metrics
+            runner = build_runner(settings, engine, now=clock, metrics=metrics)
             runner.start()
         drift_scheduler = None
         if settings.drift_scheduler_enabled:  # PSI/KS/JS per version and cohort, alerts, retraining webhook

@@ -196,7 +196,14 @@ def run(
 
     from fleet_server.api import create_app
 
-    settings = _settings(api_host=host, api_port=port, api_workers=workers)
+    # `server run` is the embedded default: the conversion job worker and the drift evaluator run with it
+    # unless the environment says otherwise (library users and tests of create_app opt in instead).
+    services = {
+        name: True
+        for name in ("job_worker_autostart", "drift_scheduler_enabled")
+        if f"TINYFLEET_{name.upper()}" not in os.environ
+    }
+    settings = _settings(api_host=host, api_port=port, api_workers=workers, **services)
     where = (
         f"TinyFleet server on http://{settings.api_host}:{settings.api_port} "
         f"(database {_safe_url(settings.database_url)}; OpenAPI at /docs)"
@@ -217,6 +224,13 @@ def run(
         _err.print(where, highlight=False)
         uvicorn.run(app, **options)
         return
+    if settings.is_sqlite and settings.rollout_runner_enabled:
+        # SQLite has no advisory lock, so every worker's rollout runner would tick the same rollouts.
+        raise _fail(
+            "with SQLite only one process may run the rollout runner: use --workers 1, or set "
+            "TINYFLEET_ROLLOUT_RUNNER_ENABLED=false and run one `tinyfleet rollouts run`",
+            2,
+        )
     # Several processes: migrate once here (concurrent upgrades would race), then every worker builds
     # its app from the environment, which carries this command's overrides.
     engine = _engine(settings)
@@ -229,6 +243,7 @@ def run(
             "TINYFLEET_API_HOST": settings.api_host,
             "TINYFLEET_API_PORT": str(settings.api_port),
             "TINYFLEET_MIGRATE_ON_START": "false",
+            **{f"TINYFLEET_{name.upper()}": "true" for name in services},
         }
     )
     if settings.is_sqlite:

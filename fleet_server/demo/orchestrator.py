@@ -49,7 +49,7 @@ class DemoOptions:
     speed: float | None = None  # simulated seconds per wall second; None: as fast as possible
     sample_period_s: float = 2.0
     window_s: float = 60.0
-    soak_s: int = 600  # per rollout stage (simulated)
+    soak_s: int = 300  # per rollout stage (simulated)
     seed: int = 0
     rebuild: bool = False  # rebuild the reference chains even when a valid build exists
     skip_build: bool = False  # use <out>/reference as is (tests)

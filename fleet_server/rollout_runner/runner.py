@@ -16,6 +16,7 @@ a version other than the candidate (time to recovery is recorded in its summary)
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet_server.alert_store import raise_alert
@@ -36,6 +37,7 @@ from fleet_server.rollout_runner.baselines import BaselineCache
 from fleet_server.rollout_runner.command_builder import CommandBuilder
 from fleet_server.rollout_runner.fleet_loader import LoadedFleet, PointsCache, load_fleet
 from fleet_server.rollout_runner.leader import LeaderLock
+from fleet_server.rollout_runner.metrics import RolloutMetrics
 from fleet_server.rollout_runner.publisher import CommandPublisher, DrainResult, publish_outbox
 from fleet_server.rollout_runner.service import StaleRollout, running_counters, save_outcome, state_of
 from fleet_server.rollout_runner.totals_query import load_totals
@@ -112,6 +114,7 @@ class RolloutRunner:
     battery_lookback_s: int = 1800
     # Test hook: called after a rollout's transaction committed, before the outbox is drained.
     after_commit: Callable[[str], None] | None = None
+    metrics: RolloutMetrics | None = None  # Prometheus figures on the API's registry (metrics.py)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -122,6 +125,35 @@ class RolloutRunner:
     # ------------------------------------------------------------------ one tick
 
     def tick(self) -> TickReport:
+        started = time.perf_counter()
+        report = self._tick()
+        if self.metrics is not None:
+            try:
+                self._observe(report, time.perf_counter() - started)
+            except Exception:
+                log.exception("rollout runner: updating the metrics failed")
+        return report
+
+    def _observe(self, report: TickReport, seconds: float) -> None:
+        assert self.metrics is not None
+        with self.engine.connect() as conn:
+            counts = conn.execute(
+                select(RolloutRow.status, RolloutRow.finished, func.count()).group_by(
+                    RolloutRow.status, RolloutRow.finished
+                )
+            ).all()
+        by_status: dict[str, int] = {}
+        for status, _finished, n in counts:
+            by_status[status] = by_status.get(status, 0) + int(n)
+        self.metrics.observe_tick(
+            leading=report.leading,
+            seconds=seconds,
+            by_status=by_status,
+            unfinished=sum(int(n) for _s, finished, n in counts if not finished),
+            errors=report.errors,
+        )
+
+    def _tick(self) -> TickReport:
         report = TickReport()
         if not self.leader.check():
             report.leading = False
@@ -229,6 +261,10 @@ class RolloutRunner:
                 device_class=ClassMap(loaded),
             )
             self._alerts(session, outcome.state, loaded, totals, baseline, now, outcome)
+        if self.metrics is not None:  # committed: count what was decided
+            self.metrics.observe_decisions(
+                [d.action for d in outcome.decisions], collections.Counter(c.kind for c in commands)
+            )
         return len(outcome.decisions), len(commands)
 
     def _watch_recovery(
@@ -391,8 +427,10 @@ def build_runner(
     publisher: CommandPublisher | None = None,
     now: Callable[[], float] = time.time,
     builder: CommandBuilder | None = None,
+    metrics: RolloutMetrics | None = None,
 ) -> RolloutRunner:
-    """A runner wired from Settings (MQTT broker, base URL, lock key, tick)."""
+    """A runner wired from Settings (MQTT broker, base URL, lock key, tick); ``metrics``: on the API's
+    Prometheus registry (``RolloutMetrics(app.state.metrics.registry)``)."""
     from fleet_server.rollout_runner.publisher import BrokerAddress, MqttCommandPublisher
 
     if publisher is None:
@@ -410,6 +448,7 @@ def build_runner(
         now=now,
         tick_s=settings.rollout_tick_s,
         battery_lookback_s=settings.rollout_battery_lookback_s,
+        metrics=metrics,
     )
 
 

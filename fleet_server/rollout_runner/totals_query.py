@@ -1,5 +1,5 @@
-"""Per-device totals for the current stage: one aggregate query over ``telemetry_windows`` (plus a
-narrow one for battery drain), never a query per device.
+"""Per-device totals for the current stage: one aggregate query over ``telemetry_windows`` (SQLite: plus
+one for battery drain), never a query per device.
 
 Which windows count follows fleet_server/rollouts/totals.py (``DeviceTotals.from_windows``):
 
@@ -8,14 +8,18 @@ Which windows count follows fleet_server/rollouts/totals.py (``DeviceTotals.from
   fallback level > 0; any other device counts windows run on the previous counter (any counter when the
   rollout has no previous release).
 
-The exposed set can be 100,000 ids, too many to send to the database. So the query groups by device
-*and* by the two flags ``cand`` (candidate window) and ``prev`` (previous-version window); numpy then
-keeps, per device, the groups its exposure allows. The sums are a hash aggregate (no sort). Battery
-drain pairs consecutive windows (``LAG`` over seq) as ``_drain`` does, in a second query over only the
-columns it needs (sorting the wide rows of the sums for the window function cost seconds at 300k
-windows); a pair is only formed inside one flag group (a device switching version between two windows
-loses that one pair). Input histograms are summed in SQL bin by bin (``input_hist[i]``) for
-as many bins as the converter baseline has, only when there is a baseline to compare with.
+Only the devices the caller asks for (``devices``: the runner passes the cohort and the control group,
+the only ones the gates look at) are aggregated.
+
+PostgreSQL (``_pg_sums``): the wanted ids go along as two array parameters (exposed / not exposed), so
+the counted windows are chosen in SQL and grouped by device; sums, battery drain (``LAG`` over seq, as
+``_drain`` pairs consecutive battery reports) and the input histograms' text come out of ONE sorted pass
+as one row of arrays; numpy parses the histograms (only when there is a converter baseline to compare
+with, and only windows with the baseline's bin count).
+
+SQLite (tests, small installs): the query groups by device *and* by the two flags ``cand`` (candidate
+window) and ``prev`` (previous-version window); numpy then keeps, per device, the groups its exposure
+allows; drain in a second query, a pair only inside one flag group; histograms summed bin by bin.
 
 Install state (OTA status reports for the candidate release) and serving errors (error events) are two
 small extra queries over their own tables.
@@ -23,7 +27,8 @@ small extra queries over their own tables.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,10 +109,7 @@ def load_totals(
     if pg:  # sorts / hash tables of 300k windows do not fit the default 4 MB work_mem (they spill)
         conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
 
-    # The sums: one row per device, version group (and input feature), by hash aggregation (no sort).
-    # On PostgreSQL the histogram is parsed into an array once per row in the inner level (OFFSET 0 keeps
-    # the planner from inlining it, which would repeat the parse per bin): string_to_array on the JSON
-    # text is ~2x cheaper than json ->> per bin (a re-parse per access) or a jsonb cast.
+    # The sums: one row per device (SQLite: per device, version group and input feature).
     base_cols = [
         tw.device_id.label("device_id"),
         cand.label("cand"),
@@ -125,84 +127,63 @@ def load_totals(
         case((has_shadow, tw.shadow_candidate_false_positives), else_=0).label("sh_fp"),
         case((has_shadow, tw.shadow_candidate_latency_p95_us * tw.shadow_samples), else_=0).label("sh_p95w"),
     ]
-    if max_bins and pg:
-        # The JSON text without its brackets ("3, 0, 7"), kept only when it has the baseline's bin count
-        # for its feature (commas + 1); such windows are concatenated per group and parsed by numpy.
-        text = func.btrim(cast(tw.input_hist, Text), "[]")
-        want = case(*[(tw.input_feature == f, b) for f, b in bins.items()], else_=None)
-        commas = func.length(text) - func.length(func.replace(text, ",", ""))
-        base_cols.append(text.label("ht"))
-        base_cols.append(and_(text != "", commas + 1 == want).label("hok"))
-    elif max_bins:
-        base_cols.append(tw.input_hist.label("hj"))
-    q = select(*base_cols).where(*stage_windows).subquery().c
 
     def fsum(expr: Any) -> Any:
         # Summed as doubles (exact for integers below 2**53): PostgreSQL sums bigints as numeric, and
         # converting 100,000 numeric sums to double afterwards cost more than the sums themselves.
         return func.coalesce(func.sum(cast(expr, Float)), 0.0)
 
-    if pg and max_bins:
-        hist_sums = [func.count().filter(q.hok), func.string_agg(q.ht, literal_column("','")).filter(q.hok)]
-    else:
-        hist_sums = [fsum(q.hj[i].as_float()) for i in range(max_bins)]
-    group = ([q.device_id] if pg else [q.device_id, q.cand, q.prev]) + ([q.feature] if bins else [])
-    sums = select(
-        q.device_id,
-        literal(1) if pg else q.cand,
-        literal(1) if pg else q.prev,
-        q.feature if bins else literal(0).label("feature"),
-        fsum(q.inferences),
-        fsum(q.positives),
-        fsum(q.fps),
-        fsum(q.wlen),
-        fsum(q.active),
-        fsum(q.p95w),
-        func.coalesce(func.max(q.fell), 0),
-        fsum(q.sh_n),
-        fsum(q.sh_pos),
-        fsum(q.sh_fp),
-        fsum(q.sh_p95w),
-        *hist_sums,
-    ).group_by(*group)
-    if pg and max_bins:
-        rows, hist_text = _fetch_with_text(conn, sums)
-    else:
-        rows, hist_text = fetch_columns(conn, sums, pg), None
-
-    # Battery drain: consecutive discharging windows (LAG over seq) per device and version group; a narrow
-    # query of its own, so that only these few columns are sorted.
     chg = case((tw.charging, 1), else_=0)
     end = tw.window_start_s + tw.window_len_s
-    w = {"partition_by": [tw.device_id] if pg else [tw.device_id, cand, prev], "order_by": tw.seq}
-    pairs = (
-        select(
-            tw.device_id.label("device_id"),
-            cand.label("cand"),
-            prev.label("prev"),
-            tw.battery_pct.label("pct"),
-            chg.label("chg"),
-            end.label("end"),
-            func.lag(tw.battery_pct).over(**w).label("pct0"),
-            func.lag(chg).over(**w).label("chg0"),
-            func.lag(end).over(**w).label("end0"),
+    hists: dict[int, tuple[Any, str]] = {}  # PostgreSQL: feature -> (windows per group, joined text)
+    if pg:
+        rows, drain_rows, hists = _pg_sums(conn, base_cols, stage_windows, bins, fsum, chg, end)
+    else:
+        if max_bins:
+            base_cols.append(tw.input_hist.label("hj"))
+        q = select(*base_cols).where(*stage_windows).subquery().c
+        group = [q.device_id, q.cand, q.prev] + ([q.feature] if bins else [])
+        sums = select(
+            q.device_id,
+            q.cand,
+            q.prev,
+            q.feature if bins else literal(0).label("feature"),
+            *[fsum(c) for c in (q.inferences, q.positives, q.fps, q.wlen, q.active, q.p95w)],
+            func.coalesce(func.max(q.fell), 0),
+            *[fsum(c) for c in (q.sh_n, q.sh_pos, q.sh_fp, q.sh_p95w)],
+            *[fsum(q.hj[i].as_float()) for i in range(max_bins)],
+        ).group_by(*group)
+        rows = fetch_columns(conn, sums, pg)
+        # Battery drain: consecutive discharging windows (LAG over seq) per device and version group.
+        w = {"partition_by": [tw.device_id, cand, prev], "order_by": tw.seq}
+        pairs = (
+            select(
+                tw.device_id.label("device_id"),
+                cand.label("cand"),
+                prev.label("prev"),
+                tw.battery_pct.label("pct"),
+                chg.label("chg"),
+                end.label("end"),
+                func.lag(tw.battery_pct).over(**w).label("pct0"),
+                func.lag(chg).over(**w).label("chg0"),
+                func.lag(end).over(**w).label("end0"),
+            )
+            .where(*stage_windows, tw.battery_pct.is_not(None))
+            .subquery()
+            .c
         )
-        .where(*stage_windows, tw.battery_pct.is_not(None))
-        .subquery()
-        .c
-    )
-    pair = and_(pairs.pct0.is_not(None), pairs.chg == 0, pairs.chg0 == 0, pairs.end > pairs.end0)
-    drain_rows = fetch_columns(
-        conn,
-        select(
-            pairs.device_id,
-            literal(1) if pg else pairs.cand,
-            literal(1) if pg else pairs.prev,
-            fsum(case((pair, pairs.pct0 - pairs.pct), else_=0.0)),
-            fsum(case((pair, (pairs.end - pairs.end0) / 3600.0), else_=0.0)),
-        ).group_by(*([pairs.device_id] if pg else [pairs.device_id, pairs.cand, pairs.prev])),
-        pg,
-    )
+        pair = and_(pairs.pct0.is_not(None), pairs.chg == 0, pairs.chg0 == 0, pairs.end > pairs.end0)
+        drain_rows = fetch_columns(
+            conn,
+            select(
+                pairs.device_id,
+                pairs.cand,
+                pairs.prev,
+                fsum(case((pair, pairs.pct0 - pairs.pct), else_=0.0)),
+                fsum(case((pair, (pairs.end - pairs.end0) / 3600.0), else_=0.0)),
+            ).group_by(pairs.device_id, pairs.cand, pairs.prev),
+            pg,
+        )
 
     def kept(cols: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Which group rows count for their device (by its exposure), and each group row's device row."""
@@ -242,9 +223,9 @@ def load_totals(
         np.add.at(t.candidate_positives, ri, col(12, np.int64))
         np.add.at(t.candidate_false_positives, ri, col(13, np.int64))
         np.add.at(sh_p95w, ri, col(14))
-        if hist_text is not None:
-            _add_parsed_hists(t, hist_text, bins, np.asarray(cols[3], dtype=np.int64), cols[15], keep, all_ri)
-        elif bins:
+        for feature, (nwin, text) in hists.items():
+            _add_parsed_hist(t, feature, bins[feature], text, np.asarray(nwin, dtype=np.int64), keep, all_ri)
+        if bins and not pg:
             features = col(3, np.int64)
             for feature, nbins in bins.items():
                 sel = features == feature
@@ -273,50 +254,126 @@ def load_totals(
     return t
 
 
-def _fetch_with_text(conn: Connection, stmt: Any) -> tuple[list[Any] | None, str]:
-    """As ``fetch_columns`` (PostgreSQL), but the last column (histogram text per group) comes back as ONE
-    string, the groups' texts joined by commas in row order (NULLs skipped): parsing 100,000 quoted array
-    elements would cost more than the numbers in them."""
-    sub = stmt.subquery()
-    c = list(sub.c)
-    row = conn.execute(
-        select(*[func.array_agg(x) for x in c[:-1]], func.string_agg(c[-1], literal_column("','")))
-    ).one()
-    return (None if row[0] is None else list(row[:-1])), row[-1] or ""
-
-
-def _add_parsed_hists(
-    t: DeviceTotals,
-    text: str,
+def _pg_sums(
+    conn: Connection,
+    base_cols: list[Any],
+    stage_windows: tuple[Any, ...],
     bins: Mapping[int, int],
-    features: np.ndarray,
-    windows: Sequence[int],
+    fsum: Callable[[Any], Any],
+    chg: Any,
+    end: Any,
+) -> tuple[list[Any] | None, list[Any] | None, dict[int, tuple[Any, str]]]:
+    """PostgreSQL: the sums, the battery drain and the histogram texts in ONE pass over the counted
+    windows, grouped by device. The drain's LAG runs over (device, battery reported) ordered by seq, a sort
+    the per-device grouping reuses (two queries sorted the windows twice). Histograms: each window's JSON
+    text without brackets ("3, 0, 7"), kept only with the baseline's bin count for its feature (commas + 1),
+    concatenated per device and then over all devices (``string_agg`` in the same aggregate as the other
+    columns' ``array_agg``, so in the same row order) and parsed by numpy: parsing and summing in SQL bin
+    by bin cost ~3x more at 300k windows.
+
+    Returns (sum columns as load_totals lays them out, drain columns, feature -> (windows per group,
+    text))."""
+    tw = TelemetryWindow
+    # Sorted and grouped by the id in the "C" collation (byte order): the database's default collation
+    # compares through strcoll, a third of the sort's time over 300k windows.
+    device = tw.device_id.collate("C")
+    w = {"partition_by": [device, tw.battery_pct.is_(None)], "order_by": tw.seq}
+    cols = [
+        device.label("device_c"),
+        *base_cols,
+        tw.battery_pct.label("pct"),
+        chg.label("chg"),
+        end.label("end"),
+        func.lag(tw.battery_pct).over(**w).label("pct0"),
+        # The previous window's end and charging flag in one LAG (2 * end + charging): each window function
+        # over 300k rows costs ~0.1 s.
+        func.lag(end * 2 + chg).over(**w).label("enc0"),
+    ]
+    if bins:
+        text = func.btrim(cast(tw.input_hist, Text), "[]")
+        commas = func.length(text) - func.length(func.replace(text, ",", ""))
+        cols.append(text.label("ht"))
+        cols.append(commas.label("hc"))
+    q = select(*cols).where(*stage_windows).subquery().c
+    # Both discharging (the previous one: enc0 even) and the later one ending later (2 end > 2 end0).
+    pair = and_(q.pct.is_not(None), q.pct0.is_not(None), q.chg == 0, q.enc0 % 2 == 0, q.end * 2 > q.enc0)
+    per_feature = []
+    for feature, nbins in bins.items():
+        ok = and_(q.feature == feature, q.ht != "", q.hc == nbins - 1)
+        per_feature += [func.count().filter(ok), func.string_agg(q.ht, literal_column("','")).filter(ok)]
+    sums = (
+        select(
+            q.device_c,
+            literal(1).label("cand"),  # every aggregated window counts (chosen in SQL)
+            literal(1).label("prev"),
+            literal(0).label("feature"),
+            *[fsum(c) for c in (q.inferences, q.positives, q.fps, q.wlen, q.active, q.p95w)],
+            func.coalesce(func.max(q.fell), 0).label("fell"),
+            *[fsum(c) for c in (q.sh_n, q.sh_pos, q.sh_fp, q.sh_p95w)],
+            fsum(case((pair, q.pct0 - q.pct), else_=0.0)),
+            fsum(case((pair, (q.end * 2 - q.enc0) / 7200.0), else_=0.0)),
+            *per_feature,
+        )
+        .group_by(q.device_c)
+        .subquery()
+    )
+    c = list(sums.c)
+    texts = c[18::2] if bins else []
+    arrays = [x for x in c if not any(x is t for t in texts)]
+    row = conn.execute(
+        select(
+            *[func.array_agg(x) for x in arrays], *[func.string_agg(x, literal_column("','")) for x in texts]
+        )
+    ).one()
+    if row[0] is None:
+        return None, None, {}
+    out = list(row[: len(arrays)])
+    joined = list(row[len(arrays) :])
+    hists = {f: (out[17 + k], joined[k] or "") for k, f in enumerate(bins)}
+    return out[:15], [*out[:3], out[15], out[16]], hists
+
+
+def _parse_numbers(text: str, dtype: type) -> np.ndarray | None:
+    """Comma-separated numbers; None when the text does not parse to its end (numpy warns, or raises in
+    newer versions, where it stops)."""
+    if not text:
+        return np.zeros(0, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            return np.fromstring(text, dtype=dtype, sep=",")
+        except (DeprecationWarning, ValueError):
+            return None
+
+
+def _add_parsed_hist(
+    t: DeviceTotals,
+    feature: int,
+    nbins: int,
+    text: str,
+    nwin: np.ndarray,
     keep: np.ndarray,
     row_idx: np.ndarray,
 ) -> None:
-    """Per-device input histograms from the groups' concatenated histogram text: group g holds
-    ``windows[g]`` windows of ``bins[features[g]]`` numbers each, in group order. One numpy parse and one
-    bincount per feature instead of parsing and summing bin by bin in SQL (~3x dearer at 300k windows)."""
-    n = t.inferences.shape[0]
-    nwin = np.asarray(windows, dtype=np.int64)
-    width = np.array([bins.get(int(f), 0) for f in features], dtype=np.int64)
-    per_group = nwin * width
-    values = np.fromstring(text, dtype=np.float64, sep=",") if text else np.zeros(0)
-    if values.size != int(per_group.sum()):
-        raise RuntimeError(
-            f"input histogram text parsed to {values.size} numbers, {int(per_group.sum())} expected"
-        )
-    group_of_value = np.repeat(np.arange(len(per_group)), per_group)
-    start = np.cumsum(per_group) - per_group
-    bin_of_value = (np.arange(values.size) - start[group_of_value]) % np.maximum(width[group_of_value], 1)
-    counted = keep[group_of_value]
-    for feature, nbins in bins.items():
-        sel = counted & (features[group_of_value] == feature)
-        if not sel.any():
-            continue
-        flat = row_idx[group_of_value[sel]] * nbins + bin_of_value[sel]
-        sums = np.bincount(flat, weights=values[sel], minlength=n * nbins)
-        t.input_hist[feature] = np.rint(sums).astype(np.int64).reshape(n, nbins)
+    """Add one feature's histograms parsed from ``text``: group g contributed ``nwin[g]`` windows of
+    ``nbins`` numbers each, in group order; only groups in ``keep`` count, onto device row ``row_idx[g]``."""
+    expected = int(nwin.sum()) * nbins
+    # Counts are integers (the ingest schema says so): the integer parser is ~5x faster than the float one;
+    # anything else ("3.0") makes it stop early, and the float parser takes over.
+    values = _parse_numbers(text, np.int64)
+    if values is None or values.size != expected:
+        values = _parse_numbers(text, np.float64)
+    if values is None or values.size != expected:
+        raise RuntimeError(f"input histogram text of feature {feature} parsed to {values.size} numbers")
+    if not (keep & (nwin > 0)).any():
+        return
+    window_group = np.repeat(np.arange(nwin.size), nwin)
+    counted = keep[window_group]
+    rows = row_idx[window_group[counted]]
+    matrix = values.reshape(-1, nbins)[counted]
+    flat = (rows[:, None] * nbins + np.arange(nbins)).ravel()
+    sums = np.bincount(flat, weights=matrix.ravel(), minlength=t.inferences.shape[0] * nbins)
+    t.input_hist[feature] = np.rint(sums).astype(np.int64).reshape(-1, nbins)
 
 
 def _install_states(conn: Connection, t: DeviceTotals, idx: Mapping[str, int], release_id: str) -> None:

@@ -59,6 +59,9 @@ class FleetView:
     points: np.ndarray  # float64 cohort points
     control_points: np.ndarray  # float64 control points
     _index: dict[str, int] | None = field(default=None, repr=False)
+    # mask_of of a list: id -> (the list, its length then, mask). The state's id lists (exposed, shadowed,
+    # reverted) only grow, and one decision asks for the mask of the same 50,000-id list several times.
+    _masks: dict[int, tuple[list[str], int, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.device_ids)
@@ -93,7 +96,21 @@ class FleetView:
         return self._index
 
     def mask_of(self, device_ids: Iterable[str]) -> np.ndarray:
-        """Boolean row mask of the given ids; ids no longer registered are ignored."""
+        """Boolean row mask of the given ids; ids no longer registered are ignored. A list is treated as
+        append-only: asked again for the same list object, only the ids appended since are looked up."""
+        if not isinstance(device_ids, list):
+            return self._mask(device_ids)
+        hit = self._masks.get(id(device_ids))
+        if hit is not None and hit[0] is device_ids and len(device_ids) >= hit[1]:
+            mask = hit[2] | self._mask(device_ids[hit[1] :]) if len(device_ids) > hit[1] else hit[2]
+        else:
+            mask = self._mask(device_ids)
+        if len(self._masks) >= 16:
+            self._masks.clear()
+        self._masks[id(device_ids)] = (device_ids, len(device_ids), mask)
+        return mask.copy()
+
+    def _mask(self, device_ids: Iterable[str]) -> np.ndarray:
         idx = self.index()
         rows = [i for i in (idx.get(d) for d in device_ids) if i is not None]
         mask = np.zeros(self.size, dtype=bool)
@@ -117,9 +134,12 @@ def _lowest(points: np.ndarray, candidates: np.ndarray, fraction: float, min_cou
 
 
 def control_mask(fleet: FleetView, plan: ControlPlan) -> np.ndarray:
+    """The control group. Its ``min_devices`` floor takes at most half the eligible devices: on a 20-device
+    fleet the default floor of 20 would hold the whole fleet back and leave no cohort to roll out to."""
     if plan.fraction == 0 and plan.min_devices == 0:
         return np.zeros(fleet.size, dtype=bool)
-    return _lowest(fleet.control_points, fleet.eligible, plan.fraction, plan.min_devices)
+    floor = min(plan.min_devices, int(fleet.eligible.sum()) // 2)
+    return _lowest(fleet.control_points, fleet.eligible, plan.fraction, floor)
 
 
 def cohort_mask(fleet: FleetView, stage: StagePlan, control: np.ndarray) -> np.ndarray:

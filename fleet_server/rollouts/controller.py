@@ -38,6 +38,7 @@ from fleet_server.rollouts.model import (
     RolloutError,
     RolloutSpec,
     RolloutState,
+    StagePlan,
 )
 from fleet_server.rollouts.totals import DeviceTotals
 
@@ -78,6 +79,14 @@ def groups(state: RolloutState, fleet: FleetView) -> Groups:
     else:
         commanded = fleet.mask_of(state.exposed)
     return Groups(control=control & ~commanded, target=target, commanded=commanded)
+
+
+def required_reporting(stage: StagePlan, g: Groups) -> int:
+    """Cohort devices that must report before the stage may advance: the stage's
+    ``min_reporting_devices``, but never more than the stage's cohort has. A stage only guarantees
+    ``min_devices`` (or its fraction) of the fleet: on a 50-device fleet the 10 % stage's cohort is 5
+    devices, and asking for 10 of them to report would hold it forever."""
+    return max(1, min(stage.min_reporting_devices, int(g.target.sum())))
 
 
 def decide(
@@ -126,9 +135,10 @@ def decide(
             return out
         holding = [f"{r.name}:{r.verdict}" for r in results if r.verdict not in ("pass", "soft_fail")]
         reporting = counts["reporting"]
+        needed = required_reporting(stage, g)
         if not soaked:
             holding.append("soak")
-        if reporting < stage.min_reporting_devices:
+        if reporting < needed:
             holding.append("reporting_devices")
         if holding:
             key = ",".join(holding)
@@ -139,7 +149,7 @@ def decide(
                     stage.min_soak_s,
                     now - s.stage_started_at,
                     reporting,
-                    stage.min_reporting_devices,
+                    needed,
                 )
                 _decide(s, out, now, "hold", CONTROLLER, s.status, reason, results, counts)
         else:

@@ -178,7 +178,11 @@ class SchedulePlan(_Model):
 
 
 def default_stages(shadow: bool = False, min_soak_s: int = 3600) -> list[StagePlan]:
-    """Optional shadow, then canary 1 % (>= 5 devices) -> 10 % -> 50 % -> 100 %."""
+    """Optional shadow, then canary 1 % (>= 5 devices) -> 10 % -> 50 % -> 100 %.
+
+    ``min_reporting_devices`` (5, 10, 20, 20) is what a large fleet must show; the controller asks for at
+    most the stage's cohort size (``controller.required_reporting``), so a 50-device fleet, whose 10 %
+    stage guarantees only its 5-device floor, advances once those 5 report instead of holding forever."""
     stages = [
         StagePlan(
             name="canary", fraction=0.01, min_devices=5, min_soak_s=min_soak_s, min_reporting_devices=5

@@ -97,6 +97,9 @@ def live_server_process(
         "TINYFLEET_DATABASE_URL": db_url,
         "TINYFLEET_DATA_DIR": str(workdir / "data"),
         "TINYFLEET_ROLLOUT_RUNNER_ENABLED": "false",
+        # `server run` starts these by default; tests that want them say so in ``env``.
+        "TINYFLEET_JOB_WORKER_AUTOSTART": "false",
+        "TINYFLEET_DRIFT_SCHEDULER_ENABLED": "false",
         "TINYFLEET_DEVICE_CREDENTIAL_ITERATIONS": "1000",  # fewer KDF rounds only to keep tests fast
         **(env or {}),
     }

@@ -156,3 +156,39 @@ def test_every_mutating_request_is_audited_under_load_and_at_shutdown(tmp_path: 
     assert {r.actor for r in rows if r.status_code == 403} == {"live-viewer"}
     assert {r.action for r in rows if r.status_code == 201} == {"device.provision"}
     assert server.tokens["operator"] not in server.log
+
+
+def test_writer_close_drains_the_queue_and_the_open_windows(flood_app: FastAPI) -> None:
+    from fleet_server.api.audit_writer import AuditWriter
+
+    limiter = AnonymousFloodLimiter(2, clock=FakeClock())
+    writer = AuditWriter(flood_app.state.session_factory, limiter, tick_s=5.0)
+    base = {"target": None, "client_ip": "10.1.1.1", "details": {}}
+    for i in range(30):
+        writer.write_nowait(
+            {
+                **base,
+                "actor": f"op-{i}",
+                "actor_kind": "operator",
+                "action": "x.y",
+                "outcome": "ok",
+                "status_code": 200,
+            }
+        )
+    for _ in range(5):
+        if limiter.admit("10.1.1.1", 401, "GET /z"):
+            writer.write_nowait(
+                {
+                    **base,
+                    "actor": "anonymous",
+                    "actor_kind": "anonymous",
+                    "action": "GET /z",
+                    "outcome": "denied",
+                    "status_code": 401,
+                }
+            )
+    writer.close()
+    rows = _audit(flood_app)
+    assert sorted(r.actor for r in rows if r.actor_kind == "operator") == sorted(f"op-{i}" for i in range(30))
+    assert [r.details["suppressed"] for r in rows if r.action == SUPPRESSED_ACTION] == [3]
+    assert len([r for r in rows if r.action == "GET /z"]) == 2

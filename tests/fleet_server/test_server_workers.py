@@ -45,6 +45,8 @@ def test_workers_option_is_validated(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--workers" in r.output
     r = CliRunner().invoke(server_app, ["run"], env={**env, "TINYFLEET_API_WORKERS": "0"})
     assert r.exit_code == 2 and "api_workers" in r.output
+    r = CliRunner().invoke(server_app, ["run", "--workers", "2"], env=env)  # SQLite + rollout runner
+    assert r.exit_code == 2 and "only one process may run the rollout runner" in r.output
     assert not (tmp_path / "w.db").exists()  # refused before touching the database
 
 
