@@ -28,6 +28,21 @@ def outcome_for_status(status_code: int) -> Outcome:
     return "error"
 
 
+def _text(value: str) -> str:
+    # PostgreSQL text (and jsonb) refuse NUL: an attacker's "%00" must still leave its audit row.
+    return value.replace("\x00", "\\x00") if "\x00" in value else value
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_text(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
 def record(
     session: Session,
     *,
@@ -42,14 +57,14 @@ def record(
 ) -> AuditEntry:
     """Add one audit row to ``session`` (the caller commits)."""
     entry = AuditEntry(
-        actor=actor[: _MAX["actor"]],
+        actor=_text(actor)[: _MAX["actor"]],
         actor_kind=actor_kind,
-        action=action[: _MAX["action"]],
-        target=None if target is None else target[: _MAX["target"]],
-        client_ip=None if client_ip is None else client_ip[: _MAX["client_ip"]],
+        action=_text(action)[: _MAX["action"]],
+        target=None if target is None else _text(target)[: _MAX["target"]],
+        client_ip=None if client_ip is None else _text(client_ip)[: _MAX["client_ip"]],
         outcome=outcome,
         status_code=status_code,
-        details=details or {},
+        details=_clean(details or {}),
     )
     session.add(entry)
     return entry
