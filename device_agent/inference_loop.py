@@ -241,10 +241,11 @@ class InferenceLoop:
             self._agg.open(self.board.clock.now())
         else:
             old_key = self._edges_key
-            fresh = self._aggregator_for(model, self._agg.next_seq)
+            self._aggregator_for(model, self._agg.next_seq)  # sets _edges_key for the new model
             if self._edges_key != old_key:  # other baseline bins: a window must not mix two binnings
                 self._close_window()
-                self._agg = fresh
+                # Numbered after the window just closed (``fresh`` took its seq before the close).
+                self._agg = self._aggregator_for(model, self._agg.next_seq)
                 self._agg.open(self.board.clock.now())
         self._agg.set_model(model_record(model), min(level, 15))
         return model

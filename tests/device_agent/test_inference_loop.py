@@ -222,3 +222,33 @@ def test_loop_decides_with_the_active_levels_calibrated_threshold(
     inferred = [r for r in second if r.score is not None]
     assert inferred and all(r.positive == (r.score >= 0.01) for r in inferred)
     assert any(r.positive for r in inferred)
+
+
+def test_swap_to_a_model_with_other_bins_keeps_window_numbering_gapless(
+    chain_dir: Path, flash_root: Path, tmp_path: Path
+) -> None:
+    """A swap to a model whose baseline bins differ closes the open window (one window must not mix two
+    binnings); the next window continues the numbering: a reused seq is dropped by the server as a dup."""
+    import json
+    import shutil
+
+    d = tmp_path / "chain"
+    shutil.copytree(chain_dir, d)
+    chain = json.loads((d / "chain.json").read_text())
+    level2 = next(e for e in chain["entries"] if e["rank"] == 2)
+    report_path = d / level2["artifact_dir"] / "report.json"
+    report = json.loads(report_path.read_text())
+    for feature in report["baselines"]["features"]:
+        feature["edges"] = [e * 1.5 for e in feature["edges"]]  # other bins, same order
+    report_path.write_text(json.dumps(report))
+
+    loop, _, windows, _ = make_loop(d, flash_root, window=1000)
+    for _ in range(30):
+        loop.step()
+    loop.manager.activate(2)
+    for _ in range(30):
+        loop.step()
+    loop.close_window()
+    assert len(windows) == 2, "the swap closed the first window"
+    assert [w.seq for w in windows] == [0, 1]
+    assert windows[0].model.name != windows[1].model.name == "digits_linear"
