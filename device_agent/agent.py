@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from device_agent.commands import CommandIntake
+from device_agent.companions import RELEASES_DIR, fetch_companions
 from device_agent.config import AgentConfig
 from device_agent.disk_buffer import BufferSettings, DiskBuffer
 from device_agent.energy_policy import UpdateEnergyPolicy
@@ -64,7 +65,6 @@ log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
 STATE_FILE = "agent-state.json"
-RELEASES_DIR = "releases"
 
 
 class AgentError(RuntimeError):
@@ -464,6 +464,12 @@ class Agent:
 
     def _cmd_update(self, cmd: Any) -> None:
         ota = self._ota_client()
+        # The release's report and golden file first: the trial health check needs them.
+        try:
+            fetch_companions(cmd, self.state_dir, ota.transport)
+        except Exception as exc:  # the update still runs; its health check then names what is missing
+            log.warning("companions of %s not fetched: %s", getattr(cmd, "release_id", "?"), exc)
+            self._publish_error("ota", "companions_failed", str(exc))
         ota.accept_update(cmd)
         ota.poll()
         self.link.request_status()

@@ -8,8 +8,7 @@ This module puts them there: each file is downloaded with the device's own trans
 the command's sha256 and size hints, and written atomically. It makes no trust decision: the health
 check binds the report to the signed manifest's artifact sha256 and the golden file to the report.
 
-:class:`CompanionFetchingAgent` is the agent with this step before every update; the simulator uses it.
-(An ``Agent._cmd_update`` that calls :func:`fetch_companions` first would make it the default.)
+:meth:`device_agent.agent.Agent._cmd_update` runs it before every update.
 """
 
 from __future__ import annotations
@@ -21,10 +20,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from device_agent.agent import RELEASES_DIR, Agent
-
 log = logging.getLogger(__name__)
 
+RELEASES_DIR = "releases"  # state_dir/releases/<release_id>/{report.json,golden.npz}
 MAX_COMPANION_BYTES = 8 * 1024 * 1024
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -67,16 +65,3 @@ def fetch_companions(cmd: Any, state_dir: Path, transport: Any) -> Path | None:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-class CompanionFetchingAgent(Agent):
-    """An :class:`Agent` that fetches the release's report and golden file before running an update."""
-
-    def _cmd_update(self, cmd: Any) -> None:
-        ota = self._ota_client()
-        try:
-            fetch_companions(cmd, self.state_dir, ota.transport)
-        except Exception as exc:  # the update still runs; its health check then names what is missing
-            log.warning("companions of %s not fetched: %s", getattr(cmd, "release_id", "?"), exc)
-            self._publish_error("ota", "companions_failed", str(exc))
-        super()._cmd_update(cmd)

@@ -16,8 +16,8 @@ are written (a scenario adds its own section under ``results["scenarios"]``).
 
 A fleet registered with a server passes each device's credential (``credentials``: device id -> secret;
 MQTT username = device id, the same secret authenticates OTA downloads) and the server's Ed25519 root
-keys (``root_public_keys``). Every device is a :class:`device_agent.companions.CompanionFetchingAgent`,
-which fetches a release's report and golden file before an update's trial health check.
+keys (``root_public_keys``). Every device is a :class:`device_agent.agent.Agent`, which fetches a
+release's report and golden file before an update's trial health check.
 
 Driving: :meth:`FleetSimulator.run` (start, advance to ``duration_s``, finish), or step by step with
 :meth:`start`, :meth:`advance_to` and :meth:`finish` (the demo orchestrator interleaves server work with
@@ -42,7 +42,6 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from device_agent.agent import Agent, AgentOptions, rss_kb
-from device_agent.companions import CompanionFetchingAgent
 from device_agent.config import AgentConfig, BrokerConfig, LoopConfig
 from device_agent.model_manager import ModelArtifact
 from firmware_stubs.clock import DEFAULT_SIM_EPOCH_S, SimClock
@@ -120,7 +119,7 @@ class FleetSimulator:
         credentials: Mapping[str, str] | None = None,
         root_public_keys: Sequence[bytes] = (),
         server_url: str | None = None,
-        agent_class: type[Agent] = CompanionFetchingAgent,
+        agent_class: type[Agent] = Agent,
     ) -> None:
         self.settings = settings
         self.scenario = scenario

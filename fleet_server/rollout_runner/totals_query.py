@@ -277,10 +277,7 @@ def _pg_sums(
     # Sorted and grouped by the id in the "C" collation (byte order): the database's default collation
     # compares through strcoll, a third of the sort's time over 300k windows.
     device = tw.device_id.collate("C")
-    # ONE window ordered by (device, no battery, seq) instead of a partition per device: WindowAgg pays per
-    # partition (~0.3 s for 100k devices); a pair is then the previous row of the same device with a
-    # battery reading (rows with one sort first within a device).
-    w = {"order_by": [device, tw.battery_pct.is_(None), tw.seq]}
+    w = {"partition_by": [device, tw.battery_pct.is_(None)], "order_by": tw.seq}
     cols = [
         device.label("device_c"),
         *base_cols,
@@ -288,7 +285,6 @@ def _pg_sums(
         chg.label("chg"),
         end.label("end"),
         func.lag(tw.battery_pct).over(**w).label("pct0"),
-        func.lag(device).over(**w).label("device0"),
         # The previous window's end and charging flag in one LAG (2 * end + charging): each window function
         # over 300k rows costs ~0.1 s.
         func.lag(end * 2 + chg).over(**w).label("enc0"),
@@ -300,14 +296,7 @@ def _pg_sums(
         cols.append(commas.label("hc"))
     q = select(*cols).where(*stage_windows).subquery().c
     # Both discharging (the previous one: enc0 even) and the later one ending later (2 end > 2 end0).
-    pair = and_(
-        q.device0 == q.device_c,
-        q.pct.is_not(None),
-        q.pct0.is_not(None),
-        q.chg == 0,
-        q.enc0 % 2 == 0,
-        q.end * 2 > q.enc0,
-    )
+    pair = and_(q.pct.is_not(None), q.pct0.is_not(None), q.chg == 0, q.enc0 % 2 == 0, q.end * 2 > q.enc0)
     per_feature = []
     for feature, nbins in bins.items():
         ok = and_(q.feature == feature, q.ht != "", q.hc == nbins - 1)
