@@ -184,6 +184,7 @@ def _relative(
     n1: int,
     n2: int,
     cfg: RelativeGateConfig,
+    rel: float | None = None,
 ) -> GateResult:
     ev = {
         "cohort_devices": n1,
@@ -202,7 +203,8 @@ def _relative(
             evidence=ev,
             reason=f"fewer than {cfg.min_devices} devices with a figure per group",
         )
-    if control_value <= 0:
+    per_class_rel = rel is not None
+    if rel is None and control_value <= 0:
         verdict: Verdict = "pass" if cohort_value <= 0 else "soft_fail"
         return GateResult(
             name=name,
@@ -212,7 +214,8 @@ def _relative(
             evidence=ev,
             reason="control figure is zero: relative increase undefined",
         )
-    rel = (cohort_value - control_value) / control_value
+    if rel is None:
+        rel = (cohort_value - control_value) / control_value
     if rel > cfg.hard_max_increase:
         verdict = "hard_fail"
     elif rel > cfg.soft_max_increase:
@@ -226,25 +229,73 @@ def _relative(
         threshold=cfg.soft_max_increase,
         values=values,
         evidence=ev,
-        reason=f"{name} {cohort_value:.4g} vs control {control_value:.4g} ({rel:+.1%})",
+        reason=f"{name} {cohort_value:.4g} vs control {control_value:.4g} ({rel:+.1%}"
+        + (", mean of the per-class changes)" if per_class_rel else ")"),
     )
+
+
+def _standardized(
+    ctx: GateContext, figure: Callable[[np.ndarray], float | None], has: np.ndarray | None = None
+) -> tuple[float | None, float | None, float | None, int, int, dict[str, dict[str, float | int | None]]]:
+    """Cohort and control figures compared class by class.
+
+    A microcontroller's duty cycle is ~300x a Pi's, so plain means over a mixed fleet compare the class mix
+    of the two groups, not the model. Each hardware class present in both groups gives a figure per group
+    (``figure(mask)``) and a relative increase; the verdict takes the mean of those increases weighted by
+    the cohort's devices per class (so a class with tiny absolute figures counts as much as its devices),
+    and the values shown are both groups' figures averaged with the cohort's class weights."""
+    c1, c2 = ctx.reporting, ctx.control_reporting
+    if has is not None:
+        c1, c2 = c1 & has, c2 & has
+    per_class: dict[str, dict[str, float | int | None]] = {}
+    num1 = num2 = weight = rel_sum = rel_weight = 0.0
+    n1 = n2 = 0
+    for hw in sorted(set(ctx.fleet.hardware_class[c1 | c2].tolist())):
+        in_class = ctx.fleet.hardware_class == hw
+        m1, m2 = c1 & in_class, c2 & in_class
+        v1 = figure(m1) if m1.any() else None
+        v2 = figure(m2) if m2.any() else None
+        per_class[hw] = {
+            "cohort": v1,
+            "control": v2,
+            "cohort_devices": int(m1.sum()),
+            "control_devices": int(m2.sum()),
+        }
+        if v1 is None or v2 is None:
+            continue  # a class only one group has tells nothing about the model
+        w = float(m1.sum())
+        num1, num2, weight = num1 + w * v1, num2 + w * v2, weight + w
+        n1, n2 = n1 + int(m1.sum()), n2 + int(m2.sum())
+        if v2 > 0:
+            per_class[hw]["relative_increase"] = (v1 - v2) / v2
+            rel_sum, rel_weight = rel_sum + w * (v1 - v2) / v2, rel_weight + w
+    if weight == 0:
+        return None, None, None, n1, n2, per_class
+    rel = rel_sum / rel_weight if rel_weight > 0 else None
+    return num1 / weight, num2 / weight, rel, n1, n2, per_class
+
+
+def _with_classes(result: GateResult, per_class: dict[str, dict[str, float | int | None]]) -> GateResult:
+    result.evidence["per_class"] = per_class
+    result.evidence["comparison"] = "per hardware class, weighted by the cohort's class mix"
+    return result
 
 
 def battery_gate(ctx: GateContext, cfg: RelativeGateConfig) -> GateResult:
     d = ctx.totals.battery_drain_pct_per_h
-    has = np.isfinite(d)
-    c1, c2 = ctx.reporting & has, ctx.control_reporting & has
-    v1 = float(d[c1].mean()) if c1.any() else None
-    v2 = float(d[c2].mean()) if c2.any() else None
-    return _relative("battery_drain", v1, v2, int(c1.sum()), int(c2.sum()), cfg)
+    v1, v2, rel, n1, n2, per_class = _standardized(ctx, lambda m: float(d[m].mean()), np.isfinite(d))
+    return _with_classes(_relative("battery_drain", v1, v2, n1, n2, cfg, rel), per_class)
 
 
 def duty_cycle_gate(ctx: GateContext, cfg: RelativeGateConfig) -> GateResult:
     t = ctx.totals
-    w1, w2 = float(t.window_s[ctx.reporting].sum()), float(t.window_s[ctx.control_reporting].sum())
-    v1 = float(t.active_s[ctx.reporting].sum()) / w1 if w1 > 0 else None
-    v2 = float(t.active_s[ctx.control_reporting].sum()) / w2 if w2 > 0 else None
-    return _relative("duty_cycle", v1, v2, int(ctx.reporting.sum()), int(ctx.control_reporting.sum()), cfg)
+
+    def duty(m: np.ndarray) -> float | None:
+        w = float(t.window_s[m].sum())
+        return float(t.active_s[m].sum()) / w if w > 0 else None
+
+    v1, v2, rel, n1, n2, per_class = _standardized(ctx, duty)
+    return _with_classes(_relative("duty_cycle", v1, v2, n1, n2, cfg, rel), per_class)
 
 
 def latency_gate(ctx: GateContext, cfg: LatencyGateConfig) -> GateResult:

@@ -167,6 +167,41 @@ def test_relative_gates_battery_and_duty_cycle() -> None:
     assert duty_cycle_gate(ctx, cfg).verdict == "soft_fail"
 
 
+def test_relative_gates_compare_within_hardware_classes() -> None:
+    """An MCU's duty cycle is ~300x a Pi's: a cohort holding more MCUs than the control group must not look
+    like a regression (compared class by class), and a real increase within a class still fails."""
+    cfg = RelativeGateConfig(soft_max_increase=0.10, hard_max_increase=0.5, min_devices=3)
+    devs = [
+        DeviceInfo(device_id=f"d{i}", hardware_class="cortex-m4f" if i < 8 else "pi-4") for i in range(20)
+    ]
+    fleet = FleetView.build("ro-mix", TargetFilter(), devs)
+    cohort = np.zeros(fleet.size, dtype=bool)
+    cohort[[0, 1, 2, 3, 4, 5, 8, 9, 10]] = True  # 6 MCUs + 3 Pis
+    control = np.zeros(fleet.size, dtype=bool)
+    control[[6, 7, 11, 12, 13, 14, 15, 16, 17]] = True  # 2 MCUs + 7 Pis
+    ctx = GateContext(fleet, DeviceTotals.empty(fleet.size), cohort, control)
+    mcu = fleet.hardware_class == "cortex-m4f"
+    t = ctx.totals
+    t.inferences[:] = 100
+    t.window_s[:] = 1000
+    t.active_s[:] = np.where(mcu, 300.0, 1.0)  # same model behaviour per class, very different classes
+    t.battery_drain_pct_per_h[:] = np.where(mcu, 0.01, 2.0)
+    pooled = (
+        t.active_s[cohort].sum()
+        / t.window_s[cohort].sum()
+        / (t.active_s[control].sum() / t.window_s[control].sum())
+    )
+    assert pooled > 2, "pooled over classes, the class mix alone looks like a +100 % regression"
+    duty, battery = duty_cycle_gate(ctx, cfg), battery_gate(ctx, cfg)
+    assert duty.verdict == "pass" and duty.value == pytest.approx(0.0)
+    assert battery.verdict == "pass" and battery.value == pytest.approx(0.0)
+    assert set(duty.evidence["per_class"]) == {"cortex-m4f", "pi-4"}
+    t.active_s[cohort & ~mcu] *= 1.3  # the candidate costs 30 % more on the Pis only
+    t.battery_drain_pct_per_h[cohort & mcu] *= 1.8  # and drains the MCUs 80 % faster
+    assert duty_cycle_gate(ctx, cfg).evidence["per_class"]["pi-4"]["cohort"] == pytest.approx(1.3e-3)
+    assert battery_gate(ctx, cfg).verdict == "hard_fail"
+
+
 def test_latency_gate_per_class_budget() -> None:
     ctx = _ctx()
     _set(ctx, "inferences", 100, 100)
