@@ -439,18 +439,23 @@ class Agent:
         if _sha(active.artifact) == image.sha256:
             return
         level = self._chain_level_of(image.sha256)
+        release: ModelArtifact | None = None
         try:
             if level is not None:
                 model = self.manager.load_level(level)
             else:
-                art = self._slot_artifact(self.store.active_path(), image.sha256, image.counter)
-                model = self.manager.load_artifact(art)
+                release = self._slot_artifact(self.store.active_path(), image.sha256, image.counter)
+                model = self.manager.load_artifact(release, level=0)
         except ModelLoadError as exc:
             log.error("active slot's model not loaded, keeping %s: %s", self._active_label(), exc)
             self._publish_error("model", "slot_model_not_loaded", str(exc))
             return
+        # A release from the slot becomes level 0 (what fallback returns to); a chain model gives it back.
+        self.manager.set_primary(release)
         self.manager.swap(model)
-        if level is not None:
+        if release is not None:
+            self.policy.replace_level(0)
+        elif level is not None:
             self.policy.follow(level)
         self.counters.model_changes += 1
         log.info("now running %s from slot %s", model.label, self.store.state.active)

@@ -168,6 +168,13 @@ class FallbackPolicy:
         self.ceiling = level
         self._errors = self._slow = self._fp = self._clear = 0
 
+    def replace_level(self, level: int) -> None:
+        """A different model now sits at ``level`` (an installed release becomes level 0): forget what was
+        known about the old one there and go on from it (also the new ceiling)."""
+        self.unusable.pop(level, None)
+        self._backoff.pop(level, None)
+        self.follow(level)
+
     def reset(self, level: int = 0) -> None:
         """A new chain (e.g. after an update): forget unusable levels and backoff."""
         if not 0 <= level < self.levels:

@@ -235,7 +235,7 @@ class InferenceLoop:
             self.policy.follow(model.level)
         level = model.level if model.level is not None else 0
         if not self._rule_pinned:
-            self._set_rule(self.manager.chain.rule_for(model.level))
+            self._set_rule(self.manager.rule_for(model.level))
         if self._agg is None:
             self._agg = self._aggregator_for(model, self._first_seq)
             self._agg.open(self.board.clock.now())

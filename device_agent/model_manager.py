@@ -300,14 +300,34 @@ class ModelManager:
         self._lock = threading.Lock()
         self._active: LoadedModel | None = None
         self._generation = 0
+        # An installed release (OTA) takes the chain's level 0: fallback steps down to the chain's cheaper
+        # levels and back up to the release, not to the factory primary.
+        self._primary: ModelArtifact | None = None
 
     # -- loading (no effect on the active model) -------------------------------------------------
 
     def artifact_for(self, level: int) -> ModelArtifact:
         if not 0 <= level < len(self.chain):
             raise ModelLoadError(f"chain level {level} does not exist (chain has {len(self.chain)} levels)")
+        if level == 0 and self._primary is not None:
+            return self._primary
         entry = self.chain.levels[level]
         return ModelArtifact.from_dir(entry.directory, self.profile)
+
+    def set_primary(self, artifact: ModelArtifact | None) -> None:
+        """Make ``artifact`` (an installed release) level 0; None gives level 0 back to the chain."""
+        self._primary = artifact
+
+    @property
+    def primary_replaced(self) -> bool:
+        return self._primary is not None
+
+    def rule_for(self, level: int | None) -> TaskRule:
+        """The detection rule at ``level``: a release at level 0 has no chain-calibrated threshold, so it
+        runs on the task's own rule."""
+        if level == 0 and self._primary is not None:
+            return self.chain.rule
+        return self.chain.rule_for(level)
 
     def load_level(self, level: int) -> LoadedModel:
         artifact = self.artifact_for(level)

@@ -218,6 +218,7 @@ def test_low_battery_cohort_fell_back_and_stepped_up(demo_run: tuple[Any, Any]) 
 
     cohort = phase.figures["cohort"]
     assert cohort
+    good = run.releases["good"]
     with run.stack.sessions() as s:
         rows = list(
             s.scalars(
@@ -237,3 +238,6 @@ def test_low_battery_cohort_fell_back_and_stepped_up(demo_run: tuple[Any, Any]) 
         assert downs and ups, (device, events)
         assert max(ups) > min(downs)  # back up after falling back
         assert events[max(ups)]["to_level"] == 0
+        # ... and level 0 is the installed release, not the factory primary the chain started with.
+        back = events[max(ups)]["model"]
+        assert (back["name"], back["version"]) == (good["model_name"], good["counter"]), (device, back)

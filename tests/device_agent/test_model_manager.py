@@ -218,3 +218,25 @@ def test_out_of_range_entry_threshold_is_refused(chain_dir: Path, tmp_path: Path
     _set_entry_thresholds(d, {0: bad})
     with pytest.raises(ModelLoadError, match="threshold"):
         ModelChain.from_dir(d)
+
+
+def test_an_installed_release_takes_level_0_and_runs_on_the_task_rule(chain_dir: Path) -> None:
+    """After an OTA install, fallback steps down to the chain's cheaper levels and back up to the release,
+    not to the factory primary; the release has no chain-calibrated threshold, so the task's rule applies."""
+    from device_agent.fallback import FallbackPolicy, SwitchReason
+
+    chain = ModelChain.from_dir(chain_dir)
+    m = ModelManager(CORTEX_M4F, chain)
+    m.start()  # level 0 ("wide") does not fit the MCU: it runs level 1
+    release = ModelArtifact.from_dir(chain_dir / "linear", CORTEX_M4F)  # stands in for a release
+    m.set_primary(release)
+    assert m.load_level(0).artifact.name == "digits_linear"
+    assert m.load_level(1).artifact.name == "digits_mlp"  # the chain's own cheaper levels stay
+    assert m.rule_for(0) == chain.rule and m.rule_for(1) == chain.rule_for(1)
+    policy = FallbackPolicy(len(chain))
+    policy.mark_unusable(0, SwitchReason.LOAD_FAILED, "too big")
+    policy.replace_level(0)  # the release at level 0 fits: what was known about "wide" is forgotten
+    assert policy.usable(0) and policy.level == 0 and policy.ceiling == 0
+    m.set_primary(None)
+    with pytest.raises(ModelDoesNotFit):
+        m.artifact_for(0)  # the chain's primary again
