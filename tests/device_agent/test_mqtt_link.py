@@ -448,7 +448,9 @@ def test_windows_nobody_subscribed_to_are_kept_and_resent_on_mqtt5(protocol: str
     dev = new_device()
     with MosquittoBroker(tmp_path / "broker") as broker:
         buf = DiskBuffer(tmp_path / "buf", FAST_BUF)
-        settings = fast_settings(dev, broker.port, clean_session=True, protocol=protocol, unrouted_retry_s=0.2)
+        settings = fast_settings(
+            dev, broker.port, clean_session=True, protocol=protocol, unrouted_retry_s=0.2
+        )
         link = MqttLink(settings, buf, lambda: status(dev))
         pub = TelemetryPublisher(dev, buf)
         link.start()
