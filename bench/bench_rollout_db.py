@@ -59,6 +59,22 @@ BINS = 10
 MODEL = "kws"
 
 
+def _report_baselines(counts: list[int]) -> dict[str, Any]:
+    """A converter report's ``baselines`` section with one input feature (the runner validates it)."""
+    edges = [float(e) for e in range(len(counts) + 1)]
+    total = sum(counts)
+    hist = {"name": "feature_0", "edges": edges, "counts": counts, "fractions": [c / total for c in counts]}
+    spec = {"input_shape": [8, 1], "axis": 1, "group_bounds": [0, 1], "description": "bench"}
+    score_spec = {"kind": "max_softmax", "class_ids": [0, 1]}
+    return {
+        "samples": total,
+        "feature_spec": spec,
+        "features": [hist],
+        "output_score_spec": score_spec,
+        "output_score": {**hist, "name": "output_score"},
+    }
+
+
 def median_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     times, out = [], None
     for _ in range(repeats):
@@ -130,7 +146,7 @@ def populate(
     baseline = (base_p * 100_000).astype(int).tolist()
     report_dir = artifact_dir / "models" / MODEL / "1.2.0"
     report_dir.mkdir(parents=True)
-    (report_dir / "report.json").write_text(json.dumps({"baselines": {"features": [{"counts": baseline}]}}))
+    (report_dir / "report.json").write_text(json.dumps({"baselines": _report_baselines(baseline)}))
     spec = RolloutSpec(
         rollout_id="ro-bench",
         release=ReleaseRef(

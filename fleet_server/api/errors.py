@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fleet_server.service_errors import ServiceError
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthenticated",
@@ -53,6 +55,11 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers
+
+
+def service_error(exc: ServiceError) -> ApiError:
+    """A service's named refusal as the API error it stands for (its status, code, message, details)."""
+    return ApiError(exc.status_code, exc.code, exc.message, exc.details)
 
 
 def error_response(

@@ -264,25 +264,33 @@ def submit_version(
             model_version=row, state="queued", stage="queued", queue=settings.job_queue, created_by=actor
         )
         session.add_all([row, job])
-        try:
-            session.flush()
-        except IntegrityError:
-            session.rollback()
-            raise VersionExists(f"model {model_name!r} already has a version {version!r}") from None
-        version_dir = storage.resolve(settings, storage.version_rel(model_name, version))
-        storage.place_version_dir(staging, version_dir, storage.UPLOAD_DIR)
-        try:
-            session.commit()
-        except BaseException:
-            session.rollback()
-            storage.remove_tree(version_dir)
-            raise
+        _commit_version(session, settings, model_name, version, staging, storage.UPLOAD_DIR)
     except BaseException:
         storage.discard_staging(settings, staging)
         session.rollback()
         raise
     _dispatch(session, settings, job)
     return job
+
+
+def _commit_version(
+    session: Session, settings: Settings, model_name: str, version: str, source: Path, subdir: str
+) -> None:
+    """Flush the new version's rows (a taken version is VersionExists), move ``source`` into its version
+    directory as ``subdir``, commit; a failed commit takes the placed directory away again."""
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise VersionExists(f"model {model_name!r} already has a version {version!r}") from None
+    version_dir = storage.resolve(settings, storage.version_rel(model_name, version))
+    storage.place_version_dir(source, version_dir, subdir)
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()
+        storage.remove_tree(version_dir)
+        raise
 
 
 def _dispatch(session: Session, settings: Settings, job: ConversionJob) -> None:
@@ -422,19 +430,7 @@ def register_converted_version(
             created_by=actor,
         )
         session.add(row)
-        try:
-            session.flush()
-        except IntegrityError:
-            session.rollback()
-            raise VersionExists(f"model {model_name!r} already has a version {version!r}") from None
-        version_dir = storage.resolve(settings, storage.version_rel(model_name, version))
-        storage.place_version_dir(copied, version_dir, storage.CONVERTED_DIR)
-        try:
-            session.commit()
-        except BaseException:
-            session.rollback()
-            storage.remove_tree(version_dir)
-            raise
+        _commit_version(session, settings, model_name, version, copied, storage.CONVERTED_DIR)
     except CatalogError:
         storage.discard_staging(settings, staging)
         raise

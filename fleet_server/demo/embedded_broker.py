@@ -3,7 +3,7 @@
 Only the demo uses it (ARCHITECTURE: "an embedded Python broker only as the zero-setup default of the
 demo"); production and the tests use Mosquitto. amqtt speaks MQTT 3.1.1 only: no MQTT 5 shared
 subscriptions, so the demo runs one ingest worker on a plain subscription
-(:mod:`fleet_server.demo.ingest_v311`). Anonymous access on 127.0.0.1 only.
+(``IngestWorker(..., protocol="mqtt311")``). Anonymous access on 127.0.0.1 only.
 """
 
 from __future__ import annotations

@@ -190,12 +190,9 @@ class DemoStack:
             group=f"demo-{self.api_port}",
             batch_delay_s=0.05,
         )
-        if self.target.embedded:
-            from fleet_server.demo.ingest_v311 import IngestWorkerV311
-
-            self.ingest = IngestWorkerV311(self.engine, address, config)
-        else:
-            self.ingest = IngestWorker(self.engine, address, config)
+        # amqtt (the embedded broker) speaks MQTT 3.1.1 only: one worker on a plain subscription.
+        protocol = "mqtt311" if self.target.embedded else "mqtt5"
+        self.ingest = IngestWorker(self.engine, address, config, protocol=protocol)
         self.ingest.start()
         if not self.ingest.wait_subscribed(timeout):
             raise DemoError(f"the ingest worker could not subscribe on {self.target.url}")

@@ -1,4 +1,7 @@
-"""The converter's drift baseline of a released model version: Release -> ModelVersion -> report.json.
+"""The converter's baseline of a released model version: Release -> ModelVersion -> report.json.
+
+The one loader for drift alerts (:func:`load_baseline`) and the rollout runner's PSI gate
+(``rollout_runner/baselines.py`` caches :func:`load_release_baseline` per release).
 
 Devices report ``ModelRef.version`` = the release counter, so ``(model_name, counter)`` finds the
 Release, its ``model_version_id`` the ModelVersion whose ``artifact_dir`` (relative to the artifact
@@ -68,7 +71,13 @@ def load_baseline(session: Session, artifact_dir: Path, model_name: str, counter
     )
     if release is None:
         raise BaselineUnavailable(f"no release of {model_name!r} with counter {counter}")
-    root = artifact_dir.resolve()
+    return load_release_baseline(session, artifact_dir, release)
+
+
+def load_release_baseline(session: Session, artifact_dir: Path, release: Release) -> LoadedBaseline:
+    """The converter baseline of ``release`` (drift alerts and the rollout runner's PSI gate both read it
+    here); raises :class:`BaselineUnavailable` with every candidate's problem."""
+    root = Path(artifact_dir).resolve()
     problems: list[str] = []
     for rel in _candidates(session, release):
         path = (root / rel).resolve()

@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -40,7 +40,7 @@ from fleet_server.ingest.config import IngestConfig
 from fleet_server.ingest.dead_letter import DeadLetterReason
 from fleet_server.ingest.metrics import IngestMetrics
 from fleet_server.ingest.store import BatchResult, KnownDevices, write_batch
-from telemetry.topics import DEVICE_CHANNELS, shared_subscription
+from telemetry.topics import DEVICE_CHANNELS, fleet_filter, shared_subscription
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,13 @@ class WorkerStats:
 
 
 class IngestWorker:
-    """Run with :meth:`run` (blocks until ``stop`` is set) or :meth:`start` + :meth:`stop` (a thread)."""
+    """Run with :meth:`run` (blocks until ``stop`` is set) or :meth:`start` + :meth:`stop` (a thread).
+
+    ``protocol="mqtt311"`` is for the demo's embedded broker (amqtt has no MQTT 5): a 3.1.1 persistent
+    session (``clean_session=False``) and a plain subscription to ``tinyfleet/v1/+/<channel>`` instead of
+    ``$share/<group>/...``, so only ONE such worker may run per broker (each plain subscriber gets every
+    message). Batching, commit, ack after commit and dead letters are the same.
+    """
 
     def __init__(
         self,
@@ -76,9 +82,12 @@ class IngestWorker:
         broker: BrokerAddress,
         config: IngestConfig | None = None,
         metrics: IngestMetrics | None = None,
+        *,
+        protocol: Literal["mqtt5", "mqtt311"] = "mqtt5",
     ) -> None:
         self.engine = engine
         self.broker = broker
+        self.protocol = protocol
         self.config = config or IngestConfig()
         self.metrics = metrics or IngestMetrics()
         self.stats = WorkerStats()
@@ -93,12 +102,18 @@ class IngestWorker:
 
     # ------------------------------------------------------------------ MQTT side (paho's thread)
 
+    @property
+    def _v311(self) -> bool:
+        return self.protocol == "mqtt311"
+
     def _make_client(self) -> mqtt.Client:
+        # paho refuses clean_session with MQTT 5 (there the session lives on via clean_start=False + expiry).
+        session = {"protocol": mqtt.MQTTv311, "clean_session": False} if self._v311 else {"protocol": mqtt.MQTTv5}
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.config.client_id,
-            protocol=mqtt.MQTTv5,
             manual_ack=True,
+            **session,  # type: ignore[arg-type]
         )
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
@@ -115,6 +130,9 @@ class IngestWorker:
             return
         self._connect_error = None
         # Re-subscribing on a resumed session is harmless and covers a session the broker expired.
+        if self._v311:
+            client.subscribe([(fleet_filter(ch), 1) for ch in DEVICE_CHANNELS])  # type: ignore[arg-type]
+            return
         client.subscribe(
             [(shared_subscription(self.config.group, ch), SubscribeOptions(qos=1)) for ch in DEVICE_CHANNELS]  # type: ignore[arg-type]
         )
@@ -135,16 +153,19 @@ class IngestWorker:
 
     def connect(self, timeout: float = 10.0) -> None:
         """Connect, subscribe, start paho's network thread; raise if not subscribed within ``timeout``."""
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.config.session_expiry_s
-        props.ReceiveMaximum = self.config.effective_receive_maximum
-        self._client.connect_async(
-            self.broker.host,
-            self.broker.port,
-            keepalive=self.config.keepalive_s,
-            clean_start=False,
-            properties=props,
-        )
+        if self._v311:
+            self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.config.keepalive_s)
+        else:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.config.session_expiry_s
+            props.ReceiveMaximum = self.config.effective_receive_maximum
+            self._client.connect_async(
+                self.broker.host,
+                self.broker.port,
+                keepalive=self.config.keepalive_s,
+                clean_start=False,
+                properties=props,
+            )
         self._client.loop_start()
         if not self._subscribed.wait(timeout):
             why = self._connect_error or f"no subscription on {self.broker.host}:{self.broker.port}"

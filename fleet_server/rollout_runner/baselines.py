@@ -1,31 +1,24 @@
-"""The converter's baseline input histograms of a release (what the PSI gate and drift alerts compare to).
+"""The converter's baseline input histograms of a release (what the PSI gate compares to), cached per release.
 
-Found through the release: its own copy of the converter report (``Release.report_path``) or the model
-version's converter output (``ModelVersion.artifact_dir``/report.json), both relative to the artifact
-store. Read as plain JSON (only ``baselines.features[*].counts`` is needed) and cached per release: a
-release's files never change.
+Loading and validation are drift's (:func:`fleet_server.drift.baselines.load_release_baseline`: the model
+version's converter report, then the release's own copy, both relative to the artifact store). Cached per
+release id: a release's files never change, and a tick must not re-read them for every rollout.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from fleet_server.db.ml_models import ModelVersion
 from fleet_server.db.releases import Release
+from fleet_server.drift.baselines import BaselineUnavailable, load_release_baseline
 
 log = logging.getLogger(__name__)
 
 Baseline = dict[int, list[float]]
-
-
-def baseline_from_report(report: dict) -> Baseline:
-    features = report.get("baselines", {}).get("features", [])
-    return {i: [float(c) for c in f["counts"]] for i, f in enumerate(features) if f.get("counts")}
 
 
 class BaselineCache:
@@ -35,6 +28,7 @@ class BaselineCache:
         self._lock = threading.Lock()
 
     def get(self, session: Session, release: Release) -> Baseline | None:
+        """The release's baseline, or None (logged) when it has no usable converter report."""
         with self._lock:
             if release.id in self._cache:
                 return self._cache[release.id]
@@ -43,26 +37,10 @@ class BaselineCache:
             self._cache[release.id] = baseline
         return baseline
 
-    def _candidates(self, session: Session, release: Release) -> list[Path]:
-        paths = []
-        if release.report_path:
-            paths.append(self.artifact_dir / release.report_path)
-        version = session.get(ModelVersion, release.model_version_id)
-        if version is not None and version.artifact_dir:
-            paths.append(self.artifact_dir / version.artifact_dir / "report.json")
-        return paths
-
     def _load(self, session: Session, release: Release) -> Baseline | None:
-        for path in self._candidates(session, release):
-            try:
-                report = json.loads(path.read_text())
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError) as exc:
-                log.warning("release %s: converter report %s unreadable: %s", release.id, path, exc)
-                continue
-            try:
-                return baseline_from_report(report) or None
-            except (KeyError, TypeError, ValueError) as exc:
-                log.warning("release %s: no usable baselines in %s: %s", release.id, path, exc)
-        return None
+        try:
+            loaded = load_release_baseline(session, self.artifact_dir, release)
+        except BaselineUnavailable as exc:
+            log.warning("release %s: no usable converter baseline: %s", release.id, exc)
+            return None
+        return {i: [float(c) for c in counts] for i, counts in loaded.features.items()}

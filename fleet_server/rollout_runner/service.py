@@ -38,18 +38,14 @@ from fleet_server.rollouts.model import (
     TargetFilter,
     default_stages,
 )
+from fleet_server.service_errors import ServiceError
 
 ACTIVE_STATUSES = ("running", "paused")
 
 
-class RolloutServiceError(Exception):
+class RolloutServiceError(ServiceError):
     status_code = 422
     code = "validation_error"
-
-    def __init__(self, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
 
 
 class RolloutNotFound(RolloutServiceError):

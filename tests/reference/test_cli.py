@@ -6,7 +6,6 @@ import typer
 from typer.testing import CliRunner
 
 from converters.reference.chain import ChainReport
-from fleet_server.cli.demo_command import run_demo
 from fleet_server.cli.reference_commands import reference_command
 
 
@@ -55,5 +54,8 @@ def test_out_that_is_a_file_exits_2(tmp_path: Path) -> None:
 def test_demo_refuses_an_out_path_that_is_a_file(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_text("x")
-    assert run_demo(str(target)) == 2
+    from fleet_server.cli.main import app
+
+    result = CliRunner().invoke(app, ["demo", "--out", str(target)])
+    assert result.exit_code == 2, result.output
     assert target.read_text() == "x"

@@ -20,8 +20,7 @@ from fastapi import APIRouter, Header, Path
 from fastapi.responses import StreamingResponse
 
 from fleet_server.api.deps import DeviceCaller, SessionDep, SettingsDep
-from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
-from fleet_server.api.routes.releases import as_api_error
+from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse, service_error
 from fleet_server.api.schemas.keys import DeviceTrustOut
 from fleet_server.db import Device, Release
 from fleet_server.releases import service
@@ -148,7 +147,7 @@ def download_release_file(
         except OSError as exc:
             raise ArtifactStoreError(f"release file {release_id}/{file} is missing from the store") from exc
     except ReleaseServiceError as exc:
-        raise as_api_error(exc) from None
+        raise service_error(exc) from None
     session.close()  # give the connection back before a long transfer
     total = stored.length
     etag = f'"{stored.sha256}"'
@@ -182,7 +181,7 @@ def device_trust(settings: SettingsDep, caller: DeviceCaller) -> DeviceTrustOut:
     try:
         roots = store.root_public_keys()
     except ReleaseServiceError as exc:
-        raise as_api_error(exc) from None
+        raise service_error(exc) from None
     listing = store.listing()
     data = store.revocation_list()
     return DeviceTrustOut(

@@ -8,8 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from fleet_server.api.deps import Admin, SessionDep, SettingsDep, Viewer, set_audit
-from fleet_server.api.errors import ERROR_RESPONSES, ErrorResponse
-from fleet_server.api.routes.releases import as_api_error
+from fleet_server.api.errors import ERROR_RESPONSES, ErrorResponse, service_error
 from fleet_server.api.schemas.keys import (
     KeyGenerate,
     KeyListOut,
@@ -61,7 +60,7 @@ def list_keys(settings: SettingsDep, caller: Viewer) -> KeyListOut:
     try:
         return _listing(Keystore(settings).listing())
     except ReleaseServiceError as exc:
-        raise as_api_error(exc) from None
+        raise service_error(exc) from None
 
 
 @router.post("/generate", status_code=201, response_model=KeyListOut, responses=_CONFLICT)
@@ -72,7 +71,7 @@ def generate_keys(body: KeyGenerate, request: Request, settings: SettingsDep, ca
     try:
         listing = Keystore(settings).generate(new_trust_anchor=body.new_trust_anchor)
     except ReleaseServiceError as exc:
-        raise as_api_error(exc) from None
+        raise service_error(exc) from None
     set_audit(
         request,
         "keys.generate",
@@ -90,7 +89,7 @@ def rotate_key(request: Request, settings: SettingsDep, caller: Admin) -> Releas
     try:
         record = Keystore(settings).rotate()
     except ReleaseServiceError as exc:
-        raise as_api_error(exc) from None
+        raise service_error(exc) from None
     set_audit(request, "keys.rotate", record.key_id)
     return _release_key(record, record.key_id)
 
@@ -108,7 +107,7 @@ def revoke_key(
     try:
         revocation = Keystore(settings).revoke(body.key_id)
     except ReleaseServiceError as exc:
-        raise as_api_error(exc) from None
+        raise service_error(exc) from None
     # The list is signed and on disk first: if this commit fails, the revocation still reaches devices
     # (they refuse those releases anyway) and a retry of withdraw_signed_by is idempotent.
     withdrawn = withdraw_signed_by(session, body.key_id)

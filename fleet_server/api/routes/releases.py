@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from fleet_server.api.deps import Admin, Operator, SessionDep, SettingsDep, Viewer, check_limit, set_audit
-from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from fleet_server.api.errors import ERROR_RESPONSES, ErrorResponse, service_error
 from fleet_server.api.schemas.common import Page
 from fleet_server.api.schemas.releases import (
     DeltaDecisionOut,
@@ -29,10 +29,6 @@ router = APIRouter(prefix="/api/v1/releases", tags=["releases"], responses=ERROR
 ReleaseIdPath = Annotated[ReleaseIdField, Path(description='Release id, "<model>-<counter>"')]
 _NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such release"}}
 _CONFLICT = {409: {"model": ErrorResponse, "description": "Conflicts with the current state"}}
-
-
-def as_api_error(exc: ReleaseServiceError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message, exc.details)
 
 
 def release_detail(settings: Settings, row: Release) -> ReleaseDetail:
@@ -88,7 +84,7 @@ def create_release(
         return release_detail(settings, row)
     except ReleaseServiceError as exc:
         session.rollback()
-        raise as_api_error(exc) from None
+        raise service_error(exc) from None
 
 
 @router.get("", response_model=Page[ReleaseOut])
@@ -112,7 +108,7 @@ def get_release(
     try:
         return release_detail(settings, service.get_release(session, release_id))
     except ReleaseServiceError as exc:
-        raise as_api_error(exc) from None
+        raise service_error(exc) from None
 
 
 @router.post("/{release_id}/withdraw", response_model=ReleaseOut, responses={**_NOT_FOUND, **_CONFLICT})
@@ -125,6 +121,6 @@ def withdraw_release(
         row = service.withdraw_release(session, release_id)
     except ReleaseServiceError as exc:
         session.rollback()
-        raise as_api_error(exc) from None
+        raise service_error(exc) from None
     session.commit()
     return ReleaseOut.model_validate(row)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 
 from fleet_server.api.deps import Operator, SessionDep, SettingsDep, Viewer, check_limit, set_audit
-from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse, service_error
 from fleet_server.api.schemas.common import Page
 from fleet_server.api.schemas.rollouts import (
     DecisionOut,
@@ -38,10 +38,6 @@ def _clock(request: Request) -> float:
     return clock()
 
 
-def _error(exc: service.RolloutServiceError) -> ApiError:
-    return ApiError(exc.status_code, exc.code, exc.message, exc.details)
-
-
 @router.post("", status_code=201, response_model=RolloutDetail, responses={**_CONFLICT})
 def start_rollout(
     body: RolloutCreate, request: Request, session: SessionDep, caller: Operator
@@ -55,7 +51,7 @@ def start_rollout(
         session.commit()
     except service.RolloutServiceError as exc:
         session.rollback()
-        raise _error(exc) from None
+        raise service_error(exc) from None
     set_audit(request, "rollout.start", row.id, release_id=body.release_id)
     return RolloutDetail.model_validate(service.rollout_detail(session, row, now))
 
@@ -78,7 +74,7 @@ def get_rollout(
     try:
         row = service.get_rollout(session, rollout_id)
     except service.RolloutServiceError as exc:
-        raise _error(exc) from None
+        raise service_error(exc) from None
     return RolloutDetail.model_validate(service.rollout_detail(session, row, _clock(request)))
 
 
@@ -97,7 +93,7 @@ def list_decisions(
     try:
         rows, total = service.list_decisions(session, rollout_id, limit=limit, offset=query.offset)
     except service.RolloutServiceError as exc:
-        raise _error(exc) from None
+        raise service_error(exc) from None
     items = [
         DecisionOut(
             seq=r.seq,
@@ -141,7 +137,7 @@ def _action(
         session.commit()
     except service.RolloutServiceError as exc:
         session.rollback()
-        raise _error(exc) from None
+        raise service_error(exc) from None
     return RolloutDetail.model_validate(service.rollout_detail(session, row, now))
 
 
