@@ -129,8 +129,8 @@ class _CachingModelManager(ModelManager):
         self._cache = cache
 
     def artifact_for(self, level: int) -> ModelArtifact:
-        if not 0 <= level < len(self.chain):
-            return super().artifact_for(level)
+        if not 0 <= level < len(self.chain) or (level == 0 and self.primary_replaced):
+            return super().artifact_for(level)  # errors, and an installed release: not the shared cache
         key = (str(self.chain.levels[level].directory), self.profile.name)
         art = self._cache.get(key)
         if art is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -211,19 +212,31 @@ def _act(
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (stored with the decision).")]
 
 
-@rollout_app.command("pause")
-def pause(
-    rollout_id: str,
-    reason: ReasonOpt = "",
-    server: ServerOpt = None,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Stop advancing and commanding; gates are still evaluated (a hard failure still rolls back)."""
-    _act("pause", rollout_id, reason, server, token, as_json)
+_PLAIN_ACTION_HELP = {
+    "pause": "Stop advancing and commanding; gates are still evaluated (a hard failure still rolls back).",
+    "abort": "Stop for good; devices keep what they run.",
+    "rollback": (
+        "Send every exposed device back to the previous version (revert now, re-target if it has not)."
+    ),
+}
 
 
-@rollout_app.command("resume")
+def _plain_action(action: str) -> Callable[..., None]:
+    # pause / abort / rollback take the same options (resume has one more): one command body for them.
+    def command(
+        rollout_id: str,
+        reason: ReasonOpt = "",
+        server: ServerOpt = None,
+        token: TokenOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        _act(action, rollout_id, reason, server, token, as_json)
+
+    command.__name__ = command.__qualname__ = action
+    command.__doc__ = _PLAIN_ACTION_HELP[action]
+    return command
+
+
 def resume(
     rollout_id: str,
     reason: ReasonOpt = "",
@@ -238,28 +251,11 @@ def resume(
     _act("resume", rollout_id, reason, server, token, as_json, override_soft_failures=override_soft_failures)
 
 
-@rollout_app.command("abort")
-def abort(
-    rollout_id: str,
-    reason: ReasonOpt = "",
-    server: ServerOpt = None,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Stop for good; devices keep what they run."""
-    _act("abort", rollout_id, reason, server, token, as_json)
-
-
-@rollout_app.command("rollback")
-def rollback(
-    rollout_id: str,
-    reason: ReasonOpt = "",
-    server: ServerOpt = None,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Send every exposed device back to the previous version (revert now, re-target if it has not)."""
-    _act("rollback", rollout_id, reason, server, token, as_json)
+# Registered in this order (the order of ``rollout --help``).
+rollout_app.command("pause")(_plain_action("pause"))
+rollout_app.command("resume")(resume)
+rollout_app.command("abort")(_plain_action("abort"))
+rollout_app.command("rollback")(_plain_action("rollback"))
 
 
 @rollouts_app.command("run")

@@ -191,8 +191,9 @@ class DemoStack:
             batch_delay_s=0.05,
         )
         # amqtt (the embedded broker) speaks MQTT 3.1.1 only: one worker on a plain subscription.
-        protocol = "mqtt311" if self.target.embedded else "mqtt5"
-        self.ingest = IngestWorker(self.engine, address, config, protocol=protocol)
+        self.ingest = IngestWorker(
+            self.engine, address, config, protocol="mqtt311" if self.target.embedded else "mqtt5"
+        )
         self.ingest.start()
         if not self.ingest.wait_subscribed(timeout):
             raise DemoError(f"the ingest worker could not subscribe on {self.target.url}")

@@ -85,6 +85,8 @@ class IngestWorker:
         *,
         protocol: Literal["mqtt5", "mqtt311"] = "mqtt5",
     ) -> None:
+        if protocol not in ("mqtt5", "mqtt311"):
+            raise ValueError(f"protocol must be 'mqtt5' or 'mqtt311', not {protocol!r}")
         self.engine = engine
         self.broker = broker
         self.protocol = protocol
@@ -108,12 +110,14 @@ class IngestWorker:
 
     def _make_client(self) -> mqtt.Client:
         # paho refuses clean_session with MQTT 5 (there the session lives on via clean_start=False + expiry).
-        session = {"protocol": mqtt.MQTTv311, "clean_session": False} if self._v311 else {"protocol": mqtt.MQTTv5}
+        session: dict[str, Any] = {"protocol": mqtt.MQTTv5}
+        if self._v311:
+            session = {"protocol": mqtt.MQTTv311, "clean_session": False}
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.config.client_id,
             manual_ack=True,
-            **session,  # type: ignore[arg-type]
+            **session,
         )
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 import re
 from collections import Counter
@@ -21,11 +20,12 @@ from dataclasses import dataclass, field
 from html import unescape
 from typing import Any
 
+import release_rows
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet_server.alert_store import raise_alert
-from fleet_server.db import MlModel, ModelVersion, Release
+from fleet_server.db import Release
 from fleet_server.db.drift import DriftSnapshot
 from fleet_server.db.rollouts import RolloutRow
 from fleet_server.ingest.batching import Pending, Received
@@ -37,7 +37,8 @@ from telemetry.codec import encode_cbor
 from telemetry.schemas import MetricsWindow, ModelRef
 from telemetry.topics import telemetry_topic
 
-MODEL = "kws"
+MODEL = release_rows.MODEL
+HARDWARE_CLASSES = ("esp32-s3", "cortex-m4f")
 WINDOW_S = 300
 
 
@@ -152,37 +153,8 @@ def ingest(engine: Engine, windows: list[MetricsWindow], received_at: dt.datetim
 
 
 def add_release(session: Session, counter: int, model: str = MODEL) -> Release:
-    m = session.query(MlModel).filter_by(name=model).one_or_none()
-    if m is None:
-        m = MlModel(name=model)
-        session.add(m)
-        session.flush()
-    mv = ModelVersion(model_id=m.id, version=f"1.{counter}.0")
-    session.add(mv)
-    session.flush()
-    sha = hashlib.sha256(f"{model}-{counter}".encode()).hexdigest()
-    release = Release(
-        id=f"{model}-{counter}",
-        model_version_id=mv.id,
-        model_name=model,
-        version=mv.version,
-        counter=counter,
-        variant="full_int8",
-        hardware_classes=["esp32-s3", "cortex-m4f"],
-        artifact_path=f"releases/{model}-{counter}/model.tflite",
-        artifact_sha256=sha,
-        artifact_length=1000 + counter,
-        manifest_path=f"releases/{model}-{counter}/manifest.json",
-        manifest_sha256=sha,
-        manifest_length=500,
-        key_id="k1",
-        expires_at=dt.datetime(2099, 1, 1, tzinfo=dt.UTC),
-        state="active",
-        created_by="test",
-    )
-    session.add(release)
-    session.flush()
-    return release
+    # The dashboard's fleet has cortex-m4f devices too: its releases target both classes.
+    return release_rows.add_release(session, counter, model=model, hardware_classes=HARDWARE_CLASSES)
 
 
 def start_rollout(session: Session, release_id: str, actor: str, now: float) -> str:

@@ -30,6 +30,7 @@ router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"], responses=ERROR
 RolloutIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
 _NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such rollout"}}
 _CONFLICT = {409: {"model": ErrorResponse, "description": "Not possible in the rollout's current state"}}
+_Action = Literal["pause", "resume", "abort", "rollback"]
 
 
 def _clock(request: Request) -> float:
@@ -110,7 +111,7 @@ def list_decisions(
 
 
 def _action(
-    action: Literal["pause", "resume", "abort", "rollback"],
+    action: _Action,
     rollout_id: str,
     body: RolloutAction | None,
     request: Request,
@@ -144,51 +145,38 @@ def _action(
 _ACTION_RESPONSES = {**_NOT_FOUND, **_CONFLICT}
 
 
-@router.post("/{rollout_id}/pause", response_model=RolloutDetail, responses=_ACTION_RESPONSES)
-def pause(
-    rollout_id: RolloutIdPath,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    caller: Operator,
-    body: RolloutAction | None = None,
-) -> RolloutDetail:
-    return _action("pause", rollout_id, body, request, session, settings, caller)
+def _action_route(action: _Action, doc: str | None) -> Callable[..., RolloutDetail]:
+    # The four routes differ only in the action: one endpoint each, named after it (OpenAPI operation
+    # id and summary come from the name), the body shared in _action.
+    def endpoint(
+        rollout_id: RolloutIdPath,
+        request: Request,
+        session: SessionDep,
+        settings: SettingsDep,
+        caller: Operator,
+        body: RolloutAction | None = None,
+    ) -> RolloutDetail:
+        return _action(action, rollout_id, body, request, session, settings, caller)
+
+    endpoint.__name__ = endpoint.__qualname__ = action
+    endpoint.__doc__ = doc
+    return endpoint
 
 
-@router.post("/{rollout_id}/resume", response_model=RolloutDetail, responses=_ACTION_RESPONSES)
-def resume(
-    rollout_id: RolloutIdPath,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    caller: Operator,
-    body: RolloutAction | None = None,
-) -> RolloutDetail:
-    return _action("resume", rollout_id, body, request, session, settings, caller)
-
-
-@router.post("/{rollout_id}/abort", response_model=RolloutDetail, responses=_ACTION_RESPONSES)
-def abort(
-    rollout_id: RolloutIdPath,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    caller: Operator,
-    body: RolloutAction | None = None,
-) -> RolloutDetail:
-    return _action("abort", rollout_id, body, request, session, settings, caller)
-
-
-@router.post("/{rollout_id}/rollback", response_model=RolloutDetail, responses=_ACTION_RESPONSES)
-def rollback(
-    rollout_id: RolloutIdPath,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    caller: Operator,
-    body: RolloutAction | None = None,
-) -> RolloutDetail:
-    """Roll back by hand: every exposed device is told to revert (immediate tier) and, if it has not by
-    then, re-targeted to the previous release (rapid tier)."""
-    return _action("rollback", rollout_id, body, request, session, settings, caller)
+_ACTION_DOCS: dict[_Action, str | None] = {
+    "pause": None,
+    "resume": None,
+    "abort": None,
+    "rollback": (
+        "Roll back by hand: every exposed device is told to revert (immediate tier) and, if it has not by\n"
+        "then, re-targeted to the previous release (rapid tier)."
+    ),
+}
+for _name, _doc in _ACTION_DOCS.items():
+    router.add_api_route(
+        f"/{{rollout_id}}/{_name}",
+        _action_route(_name, _doc),
+        methods=["POST"],
+        response_model=RolloutDetail,
+        responses=_ACTION_RESPONSES,
+    )

@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+
+# One provisioning helper for the ingest tests and the reliability fleet (tests/support, on sys.path).
+from device_fleet import provision_devices  # noqa: F401  (re-exported to the ingest tests)
 from sqlalchemy import Engine, func, select
 
-from fleet_server.db import make_session_factory
-from fleet_server.db.device_store import provision
 from telemetry.codec import encode_cbor
 from telemetry.schemas import MetricsWindow, ModelRef
 
@@ -37,19 +38,6 @@ def window(device_id: str, seq: int, *, version: int = 7, fallback_level: int = 
         input_hist=[10, 200, 300, 400, 500, 600, 500, 300, 150, 40],
         output_hist=[1000, 800, 400, 200, 150, 120, 100, 90, 80, 60],
     )
-
-
-def provision_devices(engine: Engine, ids: Iterable[str], iterations: int = 1000) -> dict[str, str]:
-    """Provision through the real device store; return id -> secret."""
-    secrets: dict[str, str] = {}
-    with make_session_factory(engine)() as s:
-        for device_id in ids:
-            p = provision(
-                s, device_id=device_id, hardware_class="esp32-s3", tags={}, max_tags=8, iterations=iterations
-            )
-            secrets[device_id] = p.secret
-        s.commit()
-    return secrets
 
 
 def count(engine: Engine, table: Any) -> int:

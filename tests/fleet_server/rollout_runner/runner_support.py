@@ -4,7 +4,6 @@ devices (plain paho clients) that record the commands they receive and answer th
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import random
 import threading
 import time
@@ -12,56 +11,20 @@ from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from release_rows import MODEL, add_release  # noqa: F401  (tests/support; re-exported to the runner tests)
 from sqlalchemy import Engine, insert
-from sqlalchemy.orm import Session
 
-from fleet_server.db import Device, MlModel, ModelVersion, Release, TelemetryWindow
+from fleet_server.db import Device, TelemetryWindow
 from fleet_server.ingest.store import update_device_battery, window_row
 from fleet_server.rollout_runner.command_builder import CommandBuilder
 from telemetry.device_codec import decode_command
 from telemetry.schemas import MetricsWindow, ModelRef
 from telemetry.topics import cmd_topic
 
-MODEL = "kws"
-
 
 def builder(retarget_delay_s: float = 120.0) -> CommandBuilder:
     """Update commands come from the releases module's real ``update_available``."""
     return CommandBuilder(base_url="http://127.0.0.1:8080", retarget_delay_s=retarget_delay_s)
-
-
-def add_release(session: Session, counter: int, *, state: str = "active", model: str = MODEL) -> Release:
-    m = session.query(MlModel).filter_by(name=model).one_or_none()
-    if m is None:
-        m = MlModel(name=model)
-        session.add(m)
-        session.flush()
-    mv = ModelVersion(model_id=m.id, version=f"1.{counter}.0")
-    session.add(mv)
-    session.flush()
-    sha = hashlib.sha256(f"{model}-{counter}".encode()).hexdigest()
-    rel = Release(
-        id=f"{model}-{counter}",
-        model_version_id=mv.id,
-        model_name=model,
-        version=mv.version,
-        counter=counter,
-        variant="full_int8",
-        hardware_classes=["esp32-s3"],
-        artifact_path=f"releases/{model}-{counter}/model.tflite",
-        artifact_sha256=sha,
-        artifact_length=1000 + counter,
-        manifest_path=f"releases/{model}-{counter}/manifest.json",
-        manifest_sha256=sha,
-        manifest_length=500,
-        key_id="k1",
-        expires_at=dt.datetime(2099, 1, 1, tzinfo=dt.UTC),
-        state=state,
-        created_by="test",
-    )
-    session.add(rel)
-    session.flush()
-    return rel
 
 
 def add_devices(
