@@ -102,6 +102,9 @@ class AgentOptions:
     battery: BatterySpec | None = None
     charging: ChargeSchedule | None = None
     root_public_keys: list[bytes] = field(default_factory=list)  # Ed25519 roots; none: every update fails
+    # The fleet server's trust document (/api/v1/device/trust): its root-signed revocation list is fetched
+    # before every update. None: the device knows only the revocation list it already persisted.
+    trust_url: str | None = None
     download_token: str | None = None  # bearer token for artifact downloads; None: Basic device id + secret
     buffer_fsync: bool = True  # False for simulated fleets (crash-safe, not power-loss safe)
     mqtt_poll_s: float = 0.05
@@ -119,6 +122,9 @@ class AgentCounters:
     step_errors: int = 0
     brownouts: int = 0
     model_changes: int = 0
+
+
+TRUST_PATH = "/api/v1/device/trust"  # the fleet server's trust document (root keys, revocation list)
 
 
 class _CachingModelManager(ModelManager):
@@ -345,13 +351,17 @@ class Agent:
     def _make_ota_client(self) -> Any:
         from device_agent.http_download import HttpFetcher
         from device_agent.ota_client import GoldenHealthCheck, OtaClient
+        from device_agent.trust_refresh import load_persisted
         from ota.trust import DeviceTrust
 
-        trust = DeviceTrust(
-            root_public_keys=list(self.options.root_public_keys),
-            hardware_class=self.profile.name,
-            installed_counter=self.store.state.installed_counter,
-            agent_version=AGENT_VERSION,
+        trust = load_persisted(
+            self.state_dir,
+            DeviceTrust(
+                root_public_keys=list(self.options.root_public_keys),
+                hardware_class=self.profile.name,
+                installed_counter=self.store.state.installed_counter,
+                agent_version=AGENT_VERSION,
+            ),
         )
         # The fleet server's device routes take HTTP Basic (device id + the MQTT secret); a separate
         # bearer download token is only for artifact servers that want one.
@@ -469,6 +479,8 @@ class Agent:
 
     def _cmd_update(self, cmd: Any) -> None:
         ota = self._ota_client()
+        if self._trust_url() is not None:
+            self._refresh_revocations(ota)
         # The release's report and golden file first: the trial health check needs them.
         try:
             fetch_companions(cmd, self.state_dir, ota.transport)
@@ -478,6 +490,26 @@ class Agent:
         ota.accept_update(cmd)
         ota.poll()
         self.link.request_status()
+
+    def _trust_url(self) -> str | None:
+        if self.options.trust_url:
+            return self.options.trust_url
+        if self.config.fetch_revocations:
+            return self.config.server_url.rstrip("/") + TRUST_PATH
+        return None
+
+    def _refresh_revocations(self, ota: Any) -> None:
+        """Take the server's newest revocation list before installing (a revoked key's release is then
+        refused); a failure keeps the list already held and is reported, the update still goes on."""
+        from device_agent.trust_refresh import TrustRefreshError, refresh
+
+        url, held = self._trust_url(), ota.installer.trust
+        assert url is not None
+        try:
+            ota.installer.trust = refresh(held, url=url, transport=ota.transport, state_dir=self.state_dir)
+        except TrustRefreshError as exc:
+            log.warning("%s", exc)
+            self._publish_error("ota", "trust_refresh_failed", str(exc))
 
     def _cmd_rollback(self, cmd: Any) -> None:
         ota = self._ota_client()

@@ -85,6 +85,9 @@ class AgentConfig(Section):
     model_dir: Path  # the fallback chain (chain.json + one artifact directory per model)
     state_dir: Path = Path("state")  # agent state, telemetry buffer, OTA slots
     server_url: str = "http://localhost:8000"
+    # Before every update, fetch the fleet server's root-signed revocation list (server_url +
+    # /api/v1/device/trust), verify it against the device's root keys and persist it.
+    fetch_revocations: bool = False
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     fallback: FallbackThresholds = field(default_factory=FallbackThresholds)

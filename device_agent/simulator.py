@@ -174,6 +174,7 @@ class FleetSimulator:
             model_dir=s.chain_dir,
             state_dir=s.workdir / dev,
             server_url=self.server_url or AgentConfig.__dataclass_fields__["server_url"].default,
+            fetch_revocations=self.server_url is not None,  # a fleet on a server follows its revocations
             broker=BrokerConfig(
                 url=s.broker_url,
                 username=dev if password else None,
