@@ -41,8 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from postgres import postgres_reachable, postgres_schema_url  # noqa: E402
+from release_rows import add_release  # noqa: E402
 
-from fleet_server.db import MlModel, ModelVersion, Release, RolloutRow, make_engine, make_session_factory  # noqa: E402
+from fleet_server.db import Release, RolloutRow, make_engine, make_session_factory  # noqa: E402
 from fleet_server.db.migrate import upgrade_to_head  # noqa: E402
 from fleet_server.rollout_runner.baselines import BaselineCache  # noqa: E402
 from fleet_server.rollout_runner.command_builder import CommandBuilder  # noqa: E402
@@ -110,37 +111,9 @@ def populate(
     finally:
         raw.close()
     with make_session_factory(engine)() as s:
-        m = MlModel(name=MODEL)
-        s.add(m)
-        s.flush()
-        releases = []
         for counter in (1, 2):
-            mv = ModelVersion(
-                model_id=m.id, version=f"1.{counter}.0", artifact_dir=f"models/{MODEL}/1.{counter}.0"
-            )
-            s.add(mv)
-            s.flush()
-            releases.append(
-                Release(
-                    id=f"{MODEL}-{counter}",
-                    model_version_id=mv.id,
-                    model_name=MODEL,
-                    version=mv.version,
-                    counter=counter,
-                    variant="full_int8",
-                    hardware_classes=CLASSES,
-                    artifact_path="a",
-                    artifact_sha256="0" * 64,
-                    artifact_length=1000,
-                    manifest_path="m",
-                    manifest_sha256="1" * 64,
-                    manifest_length=500,
-                    key_id="k",
-                    state="active",
-                    expires_at=dt.datetime(2099, 1, 1, tzinfo=dt.UTC),
-                )
-            )
-        s.add_all(releases)
+            version_dir = f"models/{MODEL}/1.{counter}.0"
+            add_release(s, counter, model=MODEL, hardware_classes=CLASSES, artifact_dir=version_dir)
         s.commit()
     base_p = rng.dirichlet(np.ones(BINS) * 5)
     baseline = (base_p * 100_000).astype(int).tolist()

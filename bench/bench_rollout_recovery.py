@@ -39,12 +39,10 @@ sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from mosquitto_broker import MosquittoBroker  # noqa: E402
 from postgres import postgres_reachable, postgres_schema_url  # noqa: E402
+from release_rows import add_release  # noqa: E402
 
 from fleet_server.db import (  # noqa: E402
     Device,
-    MlModel,
-    ModelVersion,
-    Release,
     RolloutRow,
     make_engine,
     make_session_factory,
@@ -164,33 +162,8 @@ def setup_db(url: str, n: int) -> tuple[Any, list[str]]:
             ],
         )
     with make_session_factory(engine)() as s:
-        m = MlModel(name=MODEL)
-        s.add(m)
-        s.flush()
         for counter in (1, 2):
-            mv = ModelVersion(model_id=m.id, version=f"1.{counter}.0")
-            s.add(mv)
-            s.flush()
-            s.add(
-                Release(
-                    id=f"{MODEL}-{counter}",
-                    model_version_id=mv.id,
-                    model_name=MODEL,
-                    version=mv.version,
-                    counter=counter,
-                    variant="full_int8",
-                    hardware_classes=["esp32-s3"],
-                    artifact_path="a",
-                    artifact_sha256="0" * 64,
-                    artifact_length=1000,
-                    manifest_path="m",
-                    manifest_sha256="1" * 64,
-                    manifest_length=500,
-                    key_id="k",
-                    state="active",
-                    expires_at=dt.datetime(2099, 1, 1, tzinfo=dt.UTC),
-                )
-            )
+            add_release(s, counter, model=MODEL)
         s.commit()
     return engine, ids
 

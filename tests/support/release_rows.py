@@ -1,5 +1,5 @@
-"""Release rows without a converted model (hashes and paths made up), for tests that only need a release
-to point a rollout at: the rollout runner's tests and the dashboard's.
+"""Release rows without a converted model (hashes and paths made up), for tests and benchmarks that only
+need a release to point a rollout at: the rollout runner's tests, the dashboard's, bench/bench_rollout_*.
 
 Import with ``tests/support`` on ``sys.path``: ``from release_rows import add_release``.
 """
@@ -24,14 +24,16 @@ def add_release(
     state: str = "active",
     model: str = MODEL,
     hardware_classes: Sequence[str] = ("esp32-s3",),
+    artifact_dir: str | None = None,
 ) -> Release:
-    """Release ``<model>-<counter>`` of model version ``1.<counter>.0`` (the model row made if missing)."""
+    """Release ``<model>-<counter>`` of model version ``1.<counter>.0`` (the model row made if missing);
+    ``artifact_dir``: the version's converter directory in the artifact store (for its baselines)."""
     m = session.query(MlModel).filter_by(name=model).one_or_none()
     if m is None:
         m = MlModel(name=model)
         session.add(m)
         session.flush()
-    mv = ModelVersion(model_id=m.id, version=f"1.{counter}.0")
+    mv = ModelVersion(model_id=m.id, version=f"1.{counter}.0", artifact_dir=artifact_dir)
     session.add(mv)
     session.flush()
     sha = hashlib.sha256(f"{model}-{counter}".encode()).hexdigest()
