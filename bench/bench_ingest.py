@@ -24,8 +24,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +37,7 @@ sys.path[:0] = [str(ROOT / "tests" / "support")]
 import paho.mqtt.client as mqtt  # noqa: E402
 from mosquitto_broker import MosquittoBroker  # noqa: E402
 from postgres import postgres_reachable, postgres_schema_url  # noqa: E402
+from process_harness import IngestProcess  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 INFLIGHT = 50
@@ -141,44 +140,6 @@ def run_raw(broker: MosquittoBroker, messages: list[tuple[str, bytes]], qos: int
     }
 
 
-def start_worker(db_url: str, broker: MosquittoBroker, client_id: str, group: str) -> tuple[Any, list[str]]:
-    env = dict(
-        os.environ,
-        TINYFLEET_DATABASE_URL=db_url,
-        TINYFLEET_MQTT_HOST=broker.host,
-        TINYFLEET_MQTT_PORT=str(broker.port),
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fleet_server.cli.ingest_commands",
-            "ingest",
-            "run",
-            "--client-id",
-            client_id,
-            "--group",
-            group,
-            "--json",
-            "--stats-interval",
-            "0",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
-    deadline = time.monotonic() + 60
-    while not any("subscribed" in x for x in lines):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"worker {client_id} did not start: {''.join(lines)}")
-        time.sleep(0.05)
-    return proc, lines
-
-
 def run_ingest(
     db_url: str,
     engine: Any,
@@ -192,7 +153,17 @@ def run_ingest(
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE telemetry_windows, dead_letters"))
     group = f"bench-{tag}"
-    procs = [start_worker(db_url, broker, f"ingest-{tag}-{i}", group)[0] for i in range(workers)]
+    procs = [
+        IngestProcess(
+            db_url,
+            broker.host,
+            broker.port,
+            client_id=f"ingest-{tag}-{i}",
+            batch_size=1000,  # the CLI's default
+            extra_args=["--group", group],
+        ).start()
+        for i in range(workers)
+    ]
     ctx = mp.get_context("fork")
     go, done = ctx.Event(), ctx.Event()
     pub = ctx.Process(target=publisher, args=(broker.host, broker.port, messages, 1, go, done))
@@ -215,11 +186,7 @@ def run_ingest(
     cpu = {k: round(cpu_seconds(v) - cpu0[k], 2) for k, v in pids.items() if v}
     cpu["postgres"] = round(postgres_cpu() - pg0, 2)
     pub.join(30)
-    stats = []
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-        out, _ = p.communicate(timeout=30)
-        stats.append(json.loads(out.strip().splitlines()[-1]))
+    stats = [p.terminate() for p in procs]
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT count(*) FROM telemetry_windows")).scalar_one()
         dead = conn.execute(text("SELECT count(*) FROM dead_letters")).scalar_one()

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from ingest_support import Publisher, cbor_window, count, provision_devices, wait_until, window
 from mosquitto_broker import MosquittoBroker
+from process_harness import IngestProcess
 from sqlalchemy import Engine, select, text
 
 from fleet_server.db import DeadLetter, Device, DeviceEvent, OtaStatusReport, TelemetryWindow
@@ -169,61 +164,17 @@ def test_database_outage_retries_without_acking(engine: Engine, broker: Mosquitt
     assert worker.metrics.value("tinyfleet_ingest_commit_failures_total") >= 2
 
 
-def _child_worker(
-    db_url: str, broker: MosquittoBroker, client_id: str, batch_delay: float
-) -> subprocess.Popen[str]:
-    env = dict(
-        os.environ,
-        TINYFLEET_DATABASE_URL=db_url,
-        TINYFLEET_MQTT_HOST=broker.host,
-        TINYFLEET_MQTT_PORT=str(broker.port),
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fleet_server.cli.ingest_commands",
-            "ingest",
-            "run",
-            "--client-id",
-            client_id,
-            "--batch-size",
-            "100",
-            "--batch-delay",
-            str(batch_delay),
-            "--stats-interval",
-            "0",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    got: list[str] = []
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            got.append(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    if not wait_until(lambda: any("subscribed" in line for line in got), 60, every=0.1):
-        proc.kill()
-        pytest.fail(f"child worker did not subscribe: {''.join(got)}")
-    return proc
-
-
 def test_worker_killed_mid_stream_loses_nothing(db_url: str, engine: Engine, broker: MosquittoBroker) -> None:
     """SIGKILL a worker process holding an uncommitted batch; the restarted one gets the unacked messages."""
     provision_devices(engine, DEVICES)
     # A long batch delay: what the child receives after its last full batch sits uncommitted.
-    child = _child_worker(db_url, broker, "ingest-k1", batch_delay=30.0)
+    child = IngestProcess(
+        db_url, broker.host, broker.port, client_id="ingest-k1", batch_size=100, batch_delay_s=30.0
+    ).start()
     pub = Publisher(broker.host, broker.port, client_id="pub-t5")
     first = pub.publish_all(_windows(30))  # 120: one batch of 100 committed, 20 pending
     assert wait_until(lambda: count(engine, TelemetryWindow) >= 100, 60)
-    child.send_signal(signal.SIGKILL)
-    child.wait(10)
+    child.kill()  # SIGKILL
     stored_at_kill = count(engine, TelemetryWindow)
     assert stored_at_kill < first  # the kill really hit uncommitted messages
     # Meanwhile the devices keep publishing; the broker queues for the dead worker's session.
