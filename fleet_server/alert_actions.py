@@ -17,18 +17,18 @@ from sqlalchemy.orm import Session
 
 from fleet_server.db.alerts import AlertRow
 from fleet_server.db.base import utcnow
+from fleet_server.service_errors import ServiceError
 
 NOTE_MAX = 1000
 
 
-class AlertActionError(Exception):
-    """``status`` is the HTTP status the API maps it to (404 unknown, 409 wrong state)."""
+class AlertActionError(ServiceError):
+    """``status_code`` is the HTTP status the API maps it to (404 unknown, 409 wrong state)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.status_code = status
         self.code = code
-        self.message = message
 
 
 def list_alerts(

@@ -34,24 +34,20 @@ from fleet_server.db.devices import Device
 from fleet_server.db.ml_models import MlModel
 from fleet_server.db.releases import Release
 from fleet_server.db.telemetry import TelemetryWindow as W
+from fleet_server.service_errors import ServiceError
 
 COHORT_NAME_MAX = 64
 
 
-class QueryError(ValueError):
-    """A query that cannot be answered as asked; ``status`` is the HTTP status the API maps it to."""
+class QueryError(ServiceError, ValueError):
+    """A query that cannot be answered as asked; ``status_code`` is the HTTP status the API maps it to."""
 
-    status = 422
+    status_code = 422
     code = "validation_error"
-
-    def __init__(self, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
 
 
 class NotFoundError(QueryError):
-    status = 404
+    status_code = 404
     code = "not_found"
 
 

@@ -2,67 +2,64 @@
 
 from __future__ import annotations
 
+from fleet_server.service_errors import ServiceError
 
-class CatalogError(Exception):
+
+class CatalogError(ServiceError):
     code = "catalog_error"
-    status = 422
-
-    def __init__(self, message: str, details: object = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
+    status_code = 422
 
 
 class InvalidUpload(CatalogError):
     code = "invalid_upload"
-    status = 422
+    status_code = 422
 
 
 class InvalidName(CatalogError):
     code = "validation_error"
-    status = 422
+    status_code = 422
 
 
 class UploadTooLarge(CatalogError):
     code = "payload_too_large"
-    status = 413
+    status_code = 413
 
 
 class ModelNotFound(CatalogError):
     code = "model_not_found"
-    status = 404
+    status_code = 404
 
 
 class VersionNotFound(CatalogError):
     code = "version_not_found"
-    status = 404
+    status_code = 404
 
 
 class JobNotFound(CatalogError):
     code = "job_not_found"
-    status = 404
+    status_code = 404
 
 
 class ModelExists(CatalogError):
     code = "model_exists"
-    status = 409
+    status_code = 409
 
 
 class VersionExists(CatalogError):
     code = "version_exists"
-    status = 409
+    status_code = 409
 
 
 class JobNotRetryable(CatalogError):
     code = "job_not_retryable"
-    status = 409
+    status_code = 409
 
 
 class InvalidConvertedDir(CatalogError):
     code = "invalid_converted_dir"
-    status = 422
+    status_code = 422
 
 
 class QueueUnavailable(CatalogError):
     code = "queue_unavailable"
-    status = 503
+    status_code = 503

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from fleet_server.alert_actions import AlertActionError, acknowledge, list_alerts, resolve
 from fleet_server.api.deps import Operator, SessionDep, SettingsDep, Viewer, check_limit, set_audit
-from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from fleet_server.api.errors import ERROR_RESPONSES, ErrorResponse, service_error
 from fleet_server.api.schemas.alerts import AlertAction, AlertOut, AlertQueryParams
 from fleet_server.api.schemas.common import MAX_INT_ID, Page
 from fleet_server.auth import OperatorPrincipal
@@ -57,7 +57,7 @@ def _act(
         row = fn(session, alert_id, by=caller.name, note=note)
     except AlertActionError as exc:
         session.rollback()
-        raise ApiError(exc.status, exc.code, exc.message) from None
+        raise service_error(exc) from None
     session.commit()
     return AlertOut.model_validate(row)
 

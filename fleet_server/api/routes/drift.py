@@ -11,8 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fleet_server.api.deps import Operator, SessionDep, SettingsDep, Viewer, check_limit, set_audit
-from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
-from fleet_server.api.routes.telemetry import query_error
+from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse, service_error
 from fleet_server.api.schemas.common import Page
 from fleet_server.api.schemas.drift import (
     DriftEvaluateRequest,
@@ -38,7 +37,7 @@ def _check_model(session: Session, model: str | None, version: int | None) -> No
         try:
             require_model(session, model, version)
         except QueryError as exc:
-            raise query_error(exc) from None
+            raise service_error(exc) from None
 
 
 @router.get("/api/v1/drift", response_model=Page[DriftSnapshotOut], responses=_NOT_FOUND)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, File, Form, Path, Query, Request, Upload
 from sqlalchemy.orm import Session
 
 from fleet_server.api.deps import Operator, SessionDep, SettingsDep, Viewer, check_limit, set_audit
-from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse, service_error
 from fleet_server.api.schemas.common import MAX_INT_ID, Page, PageQuery
 from fleet_server.api.schemas.models import (
     ArtifactOut,
@@ -57,10 +57,6 @@ VersionPath = Annotated[str, Path(pattern=VERSION_PATTERN, description="Version"
 JobIdPath = Annotated[int, Path(ge=1, le=MAX_INT_ID)]
 _NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such model, version or job"}}
 _CONFLICT = {409: {"model": ErrorResponse, "description": "Already exists / not allowed in this state"}}
-
-
-def _api_error(exc: CatalogError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message, exc.details)
 
 
 def _job_out(job: ConversionJob) -> JobOut:
@@ -127,7 +123,7 @@ def create_model(body: ModelCreate, request: Request, session: SessionDep, calle
     try:
         model = service.create_model(session, body.name, body.description)
     except CatalogError as exc:
-        raise _api_error(exc) from None
+        raise service_error(exc) from None
     session.commit()
     return _model_out(model, 0)
 
@@ -150,7 +146,7 @@ def get_model(model_name: ModelNamePath, session: SessionDep, caller: Viewer) ->
     try:
         model = service.get_model(session, model_name)
     except CatalogError as exc:
-        raise _api_error(exc) from None
+        raise service_error(exc) from None
     return _model_out(model, service.version_counts(session, [model.id]).get(model.id, 0))
 
 
@@ -199,7 +195,7 @@ def upload_version(
     try:
         job = service.submit_version(session, settings, model_name, version, files, parsed, actor=caller.name)
     except CatalogError as exc:
-        raise _api_error(exc) from None
+        raise service_error(exc) from None
     row = service.get_version(session, model_name, version)
     return VersionSubmitted(version=_version_out(session, row), job=_job_out(job))
 
@@ -217,7 +213,7 @@ def list_versions(
     try:
         rows, total = service.list_versions(session, model_name, limit=limit, offset=query.offset)
     except CatalogError as exc:
-        raise _api_error(exc) from None
+        raise service_error(exc) from None
     jobs = service.latest_jobs(session, [v.id for v in rows])
     return Page[VersionOut].build(
         [_version_out(session, v, jobs.get(v.id), latest=False) for v in rows],
@@ -248,7 +244,7 @@ def get_version(
                 for path, a in sorted(report.get("artifacts", {}).items())
             ]
     except CatalogError as exc:
-        raise _api_error(exc) from None
+        raise service_error(exc) from None
     return VersionDetail(**_version_out(session, row).model_dump(), artifacts=artifacts)
 
 
@@ -268,7 +264,7 @@ def get_version_report(
     try:
         return service.read_report(settings, service.get_version(session, model_name, version))
     except CatalogError as exc:
-        raise _api_error(exc) from None
+        raise service_error(exc) from None
 
 
 # --- jobs ---------------------------------------------------------------------------------------------
@@ -289,7 +285,7 @@ def get_job(job_id: JobIdPath, session: SessionDep, caller: Viewer) -> JobOut:
     try:
         return _job_out(service.get_job(session, job_id))
     except CatalogError as exc:
-        raise _api_error(exc) from None
+        raise service_error(exc) from None
 
 
 @router.post(
@@ -307,5 +303,5 @@ def retry_job(
         job = service.retry_job(session, settings, job_id, actor=caller.name)
     except CatalogError as exc:
         session.rollback()
-        raise _api_error(exc) from None
+        raise service_error(exc) from None
     return _job_out(job)

@@ -10,8 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from fleet_server.api.deps import SessionDep, Viewer
-from fleet_server.api.errors import ERROR_RESPONSES, ErrorResponse
-from fleet_server.api.routes.telemetry import query_error
+from fleet_server.api.errors import ERROR_RESPONSES, ErrorResponse, service_error
 from fleet_server.api.schemas.drift import RetrainingQuery
 from fleet_server.api.schemas.telemetry import ModelNameParam
 from fleet_server.db.base import utcnow
@@ -49,4 +48,4 @@ def get_retraining(
             min_count=query.min_count,
         )
     except QueryError as exc:
-        raise query_error(exc) from None
+        raise service_error(exc) from None

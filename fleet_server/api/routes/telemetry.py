@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from fleet_server.api.deps import SessionDep, SettingsDep, Viewer, check_limit
-from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from fleet_server.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse, service_error
 from fleet_server.api.schemas.common import Page
 from fleet_server.api.schemas.devices import DeviceId
 from fleet_server.api.schemas.telemetry import SeriesQueryParams, WindowOut, WindowQueryParams
@@ -24,10 +24,6 @@ from fleet_server.telemetry_queries import (
 
 router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"], responses=ERROR_RESPONSES)
 _NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown model, version or device"}}
-
-
-def query_error(exc: QueryError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message, exc.details)
 
 
 def parse_tags(raw: list[str]) -> dict[str, str]:
@@ -71,7 +67,7 @@ def get_series(
             cohort=cohort,
         )
     except QueryError as exc:
-        raise query_error(exc) from None
+        raise service_error(exc) from None
 
 
 @router.get("/devices/{device_id}/windows", response_model=Page[WindowOut], responses=_NOT_FOUND)
@@ -89,7 +85,7 @@ def get_device_windows(
             session, device_id, since=query.since, until=query.until, limit=limit, offset=query.offset
         )
     except QueryError as exc:
-        raise query_error(exc) from None
+        raise service_error(exc) from None
     return Page[WindowOut].build(
         [WindowOut.model_validate(r) for r in rows], total=total, limit=limit, offset=query.offset
     )
