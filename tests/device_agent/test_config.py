@@ -90,6 +90,8 @@ def test_minimal_config(tmp_path: Path) -> None:
         (BASE + "[broker]\nkeepalive_s = true\n", r"broker\.keepalive_s: must be an integer"),
         (BASE + "[broker]\nkeepalive_s = 4\n", r"broker\.keepalive_s: must be at least 5"),
         (BASE + "fallback = 3\n", r"fallback: must be a table"),
+        (BASE + '[broker]\nprotocol = "4"\n', r"broker\.protocol: must be '5' or '3\.1\.1'"),
+        (BASE + 'fetch_revocations = "yes"\n', r"fetch_revocations: must be true or false"),
         (BASE + "[loop]\ncolour = 1\n", r"loop\.colour: unknown key"),
         (BASE + "[energy]\nmin_battery_pct = 101\n", r"energy\.min_battery_pct: must be at most 100"),
         (

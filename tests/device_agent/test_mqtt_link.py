@@ -429,6 +429,10 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
         MqttSettings(device_id="d", reconnect_min_s=10, reconnect_max_s=1)
     with pytest.raises(SectionError, match="port"):
         MqttSettings(device_id="d", port=70000)
+    with pytest.raises(SectionError, match="protocol"):
+        MqttSettings(device_id="d", protocol="3")
+    with pytest.raises(SectionError, match="unrouted_retry_s"):
+        MqttSettings(device_id="d", unrouted_retry_s=0)
     with pytest.raises(SectionError, match="does not exist"):
         TlsSettings(ca_file=tmp_path / "missing.pem")
     with pytest.raises(SectionError, match="together"):
